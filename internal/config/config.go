@@ -1,0 +1,226 @@
+// Package config is outpostd's configuration: a JSON document with defaults,
+// decoded strictly (an unknown field, a wrong type, a duplicate key or a
+// missing required value is an error that names the field) and validated as a
+// whole before anything else in the daemon runs. docs/config.md documents
+// every field.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// CurrentVersion is the config_version this build understands.
+const CurrentVersion = 1
+
+// MaxSize bounds a config document; anything larger is refused unread.
+const MaxSize = 1 << 20
+
+// Config is the whole daemon configuration.
+type Config struct {
+	// ConfigVersion must be CurrentVersion; it lets a later build migrate or
+	// refuse a document written for another schema.
+	ConfigVersion int `json:"config_version" required:"true"`
+	// LogLevel is one of debug, info, warn, error.
+	LogLevel string   `json:"log_level"`
+	LAN      LAN      `json:"lan"`
+	Watchdog Watchdog `json:"watchdog"`
+	Storage  Storage  `json:"storage"`
+}
+
+// LAN configures the endpoint that people on the site's network use.
+type LAN struct {
+	// HTTPSAddr is where the LAN endpoint listens for HTTPS.
+	HTTPSAddr string `json:"https_addr"`
+	// HTTPAddr serves only a redirect to HTTPS; empty turns it off.
+	HTTPAddr string `json:"http_addr"`
+	// Hostnames go into the self-signed certificate besides the box's
+	// addresses.
+	Hostnames []string `json:"hostnames"`
+}
+
+// Watchdog configures the hardware watchdog.
+type Watchdog struct {
+	// Device is the watchdog character device; absent means not petted.
+	Device string `json:"device"`
+	// Interval between pets; must be well below the hardware timeout.
+	Interval Duration `json:"interval"`
+	// Disabled leaves the watchdog alone even where it exists.
+	Disabled bool `json:"disabled"`
+}
+
+// Storage configures the data volume.
+type Storage struct {
+	// GrowPerm grows /perm to fill the card or SSD on first boot (appliance
+	// only; ignored when the data dir is not on gokrazy's /perm).
+	GrowPerm bool `json:"grow_perm"`
+}
+
+// Default is the configuration used when no file is given, and the base that
+// a file overrides.
+func Default() Config {
+	return Config{
+		ConfigVersion: CurrentVersion,
+		LogLevel:      "info",
+		LAN: LAN{
+			HTTPSAddr: ":443",
+			HTTPAddr:  ":80",
+			Hostnames: []string{"outpost", "outpost.local"},
+		},
+		Watchdog: Watchdog{Device: "/dev/watchdog", Interval: Duration(10 * time.Second)},
+		Storage:  Storage{GrowPerm: true},
+	}
+}
+
+// Duration is a time.Duration written as a Go duration string ("10s").
+type Duration time.Duration
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON accepts a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("want a duration string like \"10s\", got %s", kindOf(b))
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("want a duration string like \"10s\": %w", err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// FieldError names the field that is wrong.
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return fmt.Sprintf("field %q: %v", e.Field, e.Err) }
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// Sentinel reasons, for errors.Is.
+var (
+	ErrUnknownField = errors.New("unknown field")
+	ErrMissing      = errors.New("required value missing")
+	ErrWrongType    = errors.New("wrong type")
+	ErrInvalid      = errors.New("invalid value")
+)
+
+// Load reads and parses a config file. The error is one line naming the file
+// and the field.
+func Load(path string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	if len(b) > MaxSize {
+		return Config{}, fmt.Errorf("config %s: larger than %d bytes", path, MaxSize)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes a config document over the defaults and validates it.
+func Parse(b []byte) (Config, error) {
+	if len(b) > MaxSize {
+		return Config{}, fmt.Errorf("larger than %d bytes", MaxSize)
+	}
+	c := Default()
+	if err := decodeStrict(bytes.TrimSpace(b), reflect.ValueOf(&c).Elem(), ""); err != nil {
+		return Config{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Validate checks values that decode fine but make no sense.
+func (c Config) Validate() error {
+	if c.ConfigVersion != CurrentVersion {
+		return &FieldError{"config_version", fmt.Errorf("%w: %d, this build understands %d", ErrInvalid, c.ConfigVersion, CurrentVersion)}
+	}
+	if _, err := c.SlogLevel(); err != nil {
+		return &FieldError{"log_level", err}
+	}
+	if err := checkAddr(c.LAN.HTTPSAddr, false); err != nil {
+		return &FieldError{"lan.https_addr", err}
+	}
+	if err := checkAddr(c.LAN.HTTPAddr, true); err != nil {
+		return &FieldError{"lan.http_addr", err}
+	}
+	for i, h := range c.LAN.Hostnames {
+		if h == "" || strings.ContainsAny(h, " /:") {
+			return &FieldError{fmt.Sprintf("lan.hostnames[%d]", i), fmt.Errorf("%w: %q is not a host name", ErrInvalid, h)}
+		}
+	}
+	if !c.Watchdog.Disabled {
+		if c.Watchdog.Device == "" {
+			return &FieldError{"watchdog.device", fmt.Errorf("%w: empty (set watchdog.disabled instead)", ErrInvalid)}
+		}
+		if d := c.Watchdog.Interval.D(); d < 100*time.Millisecond || d > time.Minute {
+			return &FieldError{"watchdog.interval", fmt.Errorf("%w: %v is outside 100ms..1m", ErrInvalid, d)}
+		}
+	}
+	return nil
+}
+
+// SlogLevel maps LogLevel to a slog.Level.
+func (c Config) SlogLevel() (slog.Level, error) {
+	switch c.LogLevel {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("%w: %q, want debug, info, warn or error", ErrInvalid, c.LogLevel)
+}
+
+func checkAddr(addr string, emptyOK bool) error {
+	if addr == "" {
+		if emptyOK {
+			return nil
+		}
+		return fmt.Errorf("%w: empty", ErrMissing)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%w: %q is not host:port", ErrInvalid, addr)
+	}
+	if host != "" && net.ParseIP(host) == nil && strings.ContainsAny(host, " /") {
+		return fmt.Errorf("%w: bad host in %q", ErrInvalid, addr)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%w: bad port in %q", ErrInvalid, addr)
+	}
+	return nil
+}
