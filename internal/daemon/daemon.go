@@ -1,0 +1,327 @@
+// Package daemon assembles outpostd: it loads and validates the config before
+// touching anything, opens the state store, serves the LAN endpoint, pets the
+// hardware watchdog while its own checks pass, and shuts everything down in
+// order when its context ends. pkgs/outpostd is a thin main over Run; the
+// host CLI's demo runs the same code in-process.
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/outpost-gw/outpost/hardware"
+	"github.com/outpost-gw/outpost/internal/buildinfo"
+	"github.com/outpost-gw/outpost/internal/config"
+	"github.com/outpost-gw/outpost/internal/lanserver"
+	"github.com/outpost-gw/outpost/internal/store"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Paths on the appliance.
+const (
+	DefaultDataDir   = "/perm/outpost"
+	DefaultFleetPath = "/etc/outpost/fleet.json"
+	permMount        = "/perm"
+)
+
+// Options configure one run of the daemon.
+type Options struct {
+	// ConfigPath is the JSON config file; empty means built-in defaults.
+	ConfigPath string
+	// Config, when set, is used instead of ConfigPath (demo, tests).
+	Config *config.Config
+	// DataDir holds the store, keys and (later) recordings.
+	DataDir string
+	// FleetPath is the fleet file baked into the image; a missing file means
+	// the box belongs to no fleet yet, a malformed one stops start-up.
+	FleetPath string
+	// Console, if set, receives one line when the daemon is up (gokrazy
+	// shows /dev/console on the screen and serial port, not app logs).
+	Console string
+
+	// Log receives the daemon's logs; nil means text to stderr at the
+	// configured level.
+	Log *slog.Logger
+	// Root is the file system hardware facts are read from (default "/").
+	Root fs.FS
+	// Sensors and OpenWatchdog replace the hardware in tests.
+	Sensors      hardware.Sensors
+	OpenWatchdog func(path string) (hardware.Watchdog, error)
+	// GrowPerm grows the /perm partition; nil uses permgrow on the device.
+	GrowPerm func(ctx context.Context, log *slog.Logger, mountpoint string) error
+	// Ready is called once the LAN endpoint listens.
+	Ready func(Endpoints)
+}
+
+// Endpoints are the addresses the daemon listens on.
+type Endpoints struct {
+	HTTPS string
+	HTTP  string
+}
+
+// Boot is the record of one start of the daemon, kept in the store.
+type Boot struct {
+	Count   uint64    `json:"count"`
+	BootID  string    `json:"boot_id"`
+	Version string    `json:"version"`
+	Started time.Time `json:"started"`
+}
+
+var bootBucket = store.NewBucket[Boot]("boot")
+
+// Run runs the daemon until ctx ends.
+func Run(ctx context.Context, o Options) error {
+	cfg, err := loadConfig(o)
+	if err != nil {
+		return err
+	}
+	var fleet *config.Fleet
+	if o.FleetPath != "" {
+		f, err := config.LoadFleet(o.FleetPath)
+		switch {
+		case err == nil:
+			fleet = &f
+		case errors.Is(err, fs.ErrNotExist):
+		default:
+			return err
+		}
+	}
+	if o.DataDir == "" {
+		return errors.New("no data dir given")
+	}
+	log := o.Log
+	if log == nil {
+		lvl, _ := cfg.SlogLevel()
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	}
+	if o.Root == nil {
+		o.Root = os.DirFS("/")
+	}
+	if o.Sensors == nil {
+		o.Sensors = hardware.NewLinuxSensors(o.Root)
+	}
+	if o.OpenWatchdog == nil {
+		o.OpenWatchdog = hardware.OpenWatchdog
+	}
+	d := &daemon{o: o, cfg: cfg, fleet: fleet, log: log, started: time.Now()}
+	return d.run(ctx)
+}
+
+func loadConfig(o Options) (config.Config, error) {
+	switch {
+	case o.Config != nil:
+		if err := o.Config.Validate(); err != nil {
+			return config.Config{}, fmt.Errorf("config: %w", err)
+		}
+		return *o.Config, nil
+	case o.ConfigPath != "":
+		return config.Load(o.ConfigPath)
+	}
+	return config.Default(), nil
+}
+
+type daemon struct {
+	o       Options
+	cfg     config.Config
+	fleet   *config.Fleet
+	log     *slog.Logger
+	started time.Time
+	board   hardware.Board
+	bootID  string
+	st      *store.Store
+	petter  *hardware.Petter
+}
+
+func (d *daemon) run(ctx context.Context) error {
+	d.board = hardware.DetectBoard(d.o.Root)
+	d.bootID = readBootID(d.o.Root)
+	d.log.Info("outpostd starting", "version", buildinfo.Version, "board", d.board.String(), "boot_id", d.bootID, "data", d.o.DataDir)
+	if d.fleet != nil {
+		d.log.Info("fleet", "name", d.fleet.Name, "broker", d.fleet.BrokerURL)
+	} else {
+		d.log.Warn("no fleet file; the box is not bound to a fleet", "path", d.o.FleetPath)
+	}
+
+	d.growPerm(ctx)
+
+	st, err := store.Open(d.o.DataDir, d.log.With("component", "store"))
+	if err != nil {
+		return err
+	}
+	d.st = st
+	defer func() {
+		if err := st.Close(); err != nil {
+			d.log.Error("closing store", "err", err)
+		} else {
+			d.log.Info("store closed")
+		}
+	}()
+	boot, err := d.recordBoot()
+	if err != nil {
+		return err
+	}
+	d.log.Info("boot recorded", "count", boot.Count)
+
+	hosts := append([]string{"localhost", "127.0.0.1", "::1"}, d.cfg.LAN.Hostnames...)
+	hosts = append(hosts, localAddrs()...)
+	cert, created, err := lanserver.LoadOrCreateCert(filepath.Join(d.o.DataDir, "tls"), hosts)
+	if err != nil {
+		return err
+	}
+	if created {
+		d.log.Info("made a self-signed LAN certificate", "hosts", hosts)
+	}
+	lan := &lanserver.Server{
+		HTTPSAddr: d.cfg.LAN.HTTPSAddr,
+		HTTPAddr:  d.cfg.LAN.HTTPAddr,
+		Cert:      cert,
+		Handler:   d.routes(),
+		Log:       d.log.With("component", "lan"),
+	}
+	if err := lan.Listen(); err != nil {
+		return err
+	}
+	ep := Endpoints{HTTPS: lan.HTTPSListenAddr().String()}
+	if a := lan.HTTPListenAddr(); a != nil {
+		ep.HTTP = a.String()
+	}
+
+	d.petter = d.newPetter()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(2)
+	go func() { defer wg.Done(); errc <- lan.Run(ctx) }()
+	go func() { defer wg.Done(); errc <- d.petter.Run(ctx) }()
+
+	d.console(fmt.Sprintf("outpost %s up: LAN endpoint https://%s/ (board %s)", buildinfo.Version, ep.HTTPS, d.board))
+	if d.o.Ready != nil {
+		d.o.Ready(ep)
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		d.log.Info("shutting down")
+	case runErr = <-errc:
+		d.log.Error("component stopped", "err", runErr)
+	}
+	cancel()
+	wg.Wait()
+	return runErr
+}
+
+func (d *daemon) recordBoot() (Boot, error) {
+	var b Boot
+	err := d.st.Update(func(tx *bolt.Tx) error {
+		prev, err := bootBucket.Get(tx, "last")
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		b = Boot{Count: prev.Count + 1, BootID: d.bootID, Version: buildinfo.Version, Started: time.Now().UTC()}
+		return bootBucket.Put(tx, "last", b)
+	})
+	if err != nil {
+		return Boot{}, fmt.Errorf("recording boot: %w", err)
+	}
+	return b, nil
+}
+
+// checks are the daemon's own health checks; the watchdog is petted only
+// while they pass, so a wedged daemon gets the box rebooted.
+func (d *daemon) checks() error {
+	return d.st.View(func(tx *bolt.Tx) error {
+		_, err := bootBucket.Get(tx, "last")
+		return err
+	})
+}
+
+func (d *daemon) newPetter() *hardware.Petter {
+	p := &hardware.Petter{
+		Interval: d.cfg.Watchdog.Interval.D(),
+		Check:    d.checks,
+		Log:      d.log.With("component", "watchdog"),
+		Clock:    hardware.SystemClock{},
+	}
+	if d.cfg.Watchdog.Disabled {
+		return p
+	}
+	wd, err := d.o.OpenWatchdog(d.cfg.Watchdog.Device)
+	if err != nil {
+		if !errors.Is(err, hardware.ErrNoWatchdog) {
+			d.log.Warn("hardware watchdog unusable", "device", d.cfg.Watchdog.Device, "err", err)
+		}
+		return p
+	}
+	p.Watchdog = wd
+	return p
+}
+
+func (d *daemon) growPerm(ctx context.Context) {
+	if !d.cfg.Storage.GrowPerm || !strings.HasPrefix(filepath.Clean(d.o.DataDir)+"/", permMount+"/") {
+		return
+	}
+	grow := d.o.GrowPerm
+	if grow == nil {
+		grow = growPermDevice
+	}
+	// A failed grow costs space, not function: log it and go on.
+	if err := grow(ctx, d.log.With("component", "permgrow"), permMount); err != nil {
+		d.log.Warn("could not grow /perm to the size of the disk", "err", err)
+	}
+}
+
+func (d *daemon) console(line string) {
+	if d.o.Console == "" {
+		return
+	}
+	f, err := os.OpenFile(d.o.Console, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		d.log.Debug("console", "err", err)
+		return
+	}
+	defer f.Close()
+	io.WriteString(f, line+"\n")
+}
+
+func readBootID(root fs.FS) string {
+	b, err := fs.ReadFile(root, "proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func localAddrs() []string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && (n.IP.IsPrivate() || n.IP.IsLinkLocalUnicast()) {
+			out = append(out, n.IP.String())
+		}
+	}
+	return out
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	json.NewEncoder(w).Encode(v)
+}

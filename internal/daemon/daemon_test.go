@@ -1,0 +1,191 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/outpost-gw/outpost/hardware"
+	"github.com/outpost-gw/outpost/hardware/hardwaretest"
+	"github.com/outpost-gw/outpost/internal/config"
+	"github.com/outpost-gw/outpost/internal/store"
+)
+
+func testConfig() *config.Config {
+	c := config.Default()
+	c.LAN.HTTPSAddr = "127.0.0.1:0"
+	c.LAN.HTTPAddr = "127.0.0.1:0"
+	c.Watchdog.Interval = config.Duration(100 * time.Millisecond)
+	return &c
+}
+
+type running struct {
+	ep     Endpoints
+	cancel context.CancelFunc
+	done   chan error
+	wd     *hardwaretest.Watchdog
+}
+
+func start(t *testing.T, o Options) *running {
+	t.Helper()
+	r := &running{done: make(chan error, 1), wd: &hardwaretest.Watchdog{}}
+	ready := make(chan Endpoints, 1)
+	o.Ready = func(ep Endpoints) { ready <- ep }
+	o.Log = slog.New(slog.DiscardHandler)
+	o.Root = fstest.MapFS{"proc/sys/kernel/random/boot_id": {Data: []byte("b00t-1d\n")}}
+	o.Sensors = &hardwaretest.Sensors{
+		DiskFunc: func(string) (hardware.DiskUsage, error) { return hardware.DiskUsage{TotalBytes: 1 << 30, AvailBytes: 1 << 29}, nil },
+	}
+	o.OpenWatchdog = func(string) (hardware.Watchdog, error) { return r.wd, nil }
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { r.done <- Run(ctx, o) }()
+	select {
+	case r.ep = <-ready:
+	case err := <-r.done:
+		t.Fatalf("Run: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("daemon did not come up")
+	}
+	return r
+}
+
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	if err := <-r.done; err != nil {
+		t.Fatalf("Run returned %v", err)
+	}
+}
+
+func insecureClient() *http.Client {
+	return &http.Client{
+		Transport:     &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Timeout:       5 * time.Second,
+	}
+}
+
+func TestRunServesHealthAndShutsDownCleanly(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	r := start(t, Options{Config: testConfig(), DataDir: data})
+	c := insecureClient()
+
+	resp, err := c.Get("https://" + r.ep.HTTPS + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h Health
+	json.NewDecoder(resp.Body).Decode(&h)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || h.Version == "" || h.BootID != "b00t-1d" {
+		t.Errorf("healthz = %d %+v", resp.StatusCode, h)
+	}
+
+	resp, err = c.Get("http://" + r.ep.HTTP + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusMovedPermanently || !strings.HasPrefix(loc, "https://") {
+		t.Errorf("http → %d %q, want a redirect to https", resp.StatusCode, loc)
+	}
+
+	resp, err = c.Get("https://" + r.ep.HTTPS + "/api/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s Status
+	json.NewDecoder(resp.Body).Decode(&s)
+	resp.Body.Close()
+	if s.DataDir.TotalBytes != 1<<30 {
+		t.Errorf("status = %+v", s)
+	}
+
+	deadline := time.Now().Add(5 * time.Second)
+	for r.wd.Pings() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if r.wd.Pings() == 0 {
+		t.Error("watchdog never petted while checks pass")
+	}
+	r.stop(t)
+	if r.wd.Closes() != 1 {
+		t.Errorf("watchdog closes = %d, want a magic close on shutdown", r.wd.Closes())
+	}
+	// The store was closed: it opens again at once (bbolt holds a lock).
+	st, err := store.Open(data, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("store not closed cleanly: %v", err)
+	}
+	st.Close()
+
+	// A second start counts a second boot and keeps the certificate.
+	key1, _ := os.ReadFile(filepath.Join(data, "tls", "lan.key"))
+	r = start(t, Options{Config: testConfig(), DataDir: data})
+	r.stop(t)
+	key2, _ := os.ReadFile(filepath.Join(data, "tls", "lan.key"))
+	if string(key1) != string(key2) || len(key1) == 0 {
+		t.Error("LAN key changed across restarts")
+	}
+}
+
+func TestBadConfigLeavesDataDirUntouched(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc, field string
+	}{
+		{"unknown field", `{"config_version":1,"lan":{"https":":443"}}`, `"lan.https"`},
+		{"wrong type", `{"config_version":1,"log_level":3}`, `"log_level"`},
+		{"missing required", `{"log_level":"info"}`, `"config_version"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfgPath := filepath.Join(dir, "config.json")
+			os.WriteFile(cfgPath, []byte(tc.doc), 0o600)
+			data := filepath.Join(dir, "data")
+			err := Run(context.Background(), Options{ConfigPath: cfgPath, DataDir: data, Log: slog.New(slog.DiscardHandler)})
+			if err == nil || !strings.Contains(err.Error(), tc.field) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("Run = %v, want one line naming %s", err, tc.field)
+			}
+			if _, err := os.Stat(data); !os.IsNotExist(err) {
+				t.Errorf("data dir was created or touched: %v", err)
+			}
+		})
+	}
+}
+
+func TestBadFleetFileStopsStartup(t *testing.T) {
+	dir := t.TempDir()
+	fleet := filepath.Join(dir, "fleet.json")
+	os.WriteFile(fleet, []byte(`{"name":"acme"}`), 0o600)
+	err := Run(context.Background(), Options{Config: testConfig(), FleetPath: fleet, DataDir: filepath.Join(dir, "d"), Log: slog.New(slog.DiscardHandler)})
+	if err == nil || !strings.Contains(err.Error(), "broker_url") {
+		t.Fatalf("Run = %v", err)
+	}
+}
+
+func TestFleetFileReadable(t *testing.T) {
+	dir := t.TempDir()
+	fleet := filepath.Join(dir, "fleet.json")
+	os.WriteFile(fleet, []byte(`{"name":"acme","broker_url":"mqtts://broker.acme.example:8883"}`), 0o600)
+	r := start(t, Options{Config: testConfig(), FleetPath: fleet, DataDir: filepath.Join(dir, "d")})
+	defer r.stop(t)
+	resp, err := insecureClient().Get("https://" + r.ep.HTTPS + "/api/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var s Status
+	json.NewDecoder(resp.Body).Decode(&s)
+	if s.Fleet != "acme" {
+		t.Errorf("status fleet = %q", s.Fleet)
+	}
+}

@@ -1,0 +1,75 @@
+package daemon
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/outpost-gw/outpost/internal/buildinfo"
+)
+
+// Health is the body of GET /healthz.
+type Health struct {
+	Version string `json:"version"`
+	UptimeS int64  `json:"uptime_s"`
+	BootID  string `json:"boot_id"`
+}
+
+// Status is the body of GET /api/v1/status: what an installer checks.
+type Status struct {
+	Version  string  `json:"version"`
+	Board    string  `json:"board"`
+	Fleet    string  `json:"fleet,omitempty"`
+	UptimeS  int64   `json:"uptime_s"`
+	Watchdog string  `json:"watchdog"`
+	DataDir  Disk    `json:"data_disk"`
+	MemTotal uint64  `json:"mem_total_bytes"`
+	MemAvail uint64  `json:"mem_available_bytes"`
+	TempC    float64 `json:"temperature_c,omitempty"`
+	Load1    float64 `json:"load1"`
+}
+
+// Disk is a file system's size.
+type Disk struct {
+	TotalBytes uint64 `json:"total_bytes"`
+	AvailBytes uint64 `json:"avail_bytes"`
+}
+
+func (d *daemon) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", d.handleHealthz)
+	mux.HandleFunc("GET /api/v1/status", d.handleStatus)
+	return mux
+}
+
+func (d *daemon) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, Health{
+		Version: buildinfo.Version,
+		UptimeS: int64(time.Since(d.started).Seconds()),
+		BootID:  d.bootID,
+	})
+}
+
+func (d *daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
+	s := Status{
+		Version:  buildinfo.Version,
+		Board:    d.board.String(),
+		UptimeS:  int64(time.Since(d.started).Seconds()),
+		Watchdog: string(d.petter.State()),
+	}
+	if d.fleet != nil {
+		s.Fleet = d.fleet.Name
+	}
+	if du, err := d.o.Sensors.Disk(d.o.DataDir); err == nil {
+		s.DataDir = Disk{TotalBytes: du.TotalBytes, AvailBytes: du.AvailBytes}
+	}
+	if m, err := d.o.Sensors.Memory(); err == nil {
+		s.MemTotal, s.MemAvail = m.TotalBytes, m.AvailableBytes
+	}
+	if t, err := d.o.Sensors.Temperature(); err == nil {
+		s.TempC = t
+	}
+	if l, err := d.o.Sensors.Load(); err == nil {
+		s.Load1 = l.One
+	}
+	writeJSON(w, s)
+}
