@@ -261,10 +261,17 @@ func (d *daemon) newPetter() *hardware.Petter {
 		return p
 	}
 	wd, err := d.o.OpenWatchdog(d.cfg.Watchdog.Device)
-	if err != nil {
-		if !errors.Is(err, hardware.ErrNoWatchdog) {
-			d.log.Warn("hardware watchdog unusable", "device", d.cfg.Watchdog.Device, "err", err)
-		}
+	switch {
+	case errors.Is(err, hardware.ErrNoWatchdog):
+		// The Petter logs the absence once.
+		return p
+	case errors.Is(err, hardware.ErrWatchdogBusy):
+		// On gokrazy, init opens /dev/watchdog at boot and pets it while
+		// the kernel and init live; the device admits one opener.
+		d.log.Info("hardware watchdog is held by another process (gokrazy init pets it); not petting", "device", d.cfg.Watchdog.Device)
+		return p
+	case err != nil:
+		d.log.Warn("hardware watchdog unusable", "device", d.cfg.Watchdog.Device, "err", err)
 		return p
 	}
 	p.Watchdog = wd

@@ -42,7 +42,9 @@ func start(t *testing.T, o Options) *running {
 	o.Log = slog.New(slog.DiscardHandler)
 	o.Root = fstest.MapFS{"proc/sys/kernel/random/boot_id": {Data: []byte("b00t-1d\n")}}
 	o.Sensors = &hardwaretest.Sensors{
-		DiskFunc: func(string) (hardware.DiskUsage, error) { return hardware.DiskUsage{TotalBytes: 1 << 30, AvailBytes: 1 << 29}, nil },
+		DiskFunc: func(string) (hardware.DiskUsage, error) {
+			return hardware.DiskUsage{TotalBytes: 1 << 30, AvailBytes: 1 << 29}, nil
+		},
 	}
 	o.OpenWatchdog = func(string) (hardware.Watchdog, error) { return r.wd, nil }
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,0 +1,85 @@
+// Package cli implements the outpost host command. Main is what
+// cmd/outpost runs; tests call it in-process.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/outpost-gw/outpost/internal/buildinfo"
+)
+
+type command struct {
+	name, args, help string
+	run              func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"demo", "[--listen ADDR] [--data DIR]", "run Outpost on embedded defaults in a temp dir and print what to open", runDemo},
+		{"image build", "--target amd64|rpi --out FILE.img [--fleet FILE] [--version V] [--size BYTES]", "build a flashable disk image", runImageBuild},
+		{"version", "", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
+			fmt.Fprintln(stdout, buildinfo.Version)
+			return nil
+		}},
+	}
+}
+
+// errUsage marks an error that should be followed by the usage text.
+var errUsage = errors.New("usage")
+
+// Main runs the command line and returns the process exit code.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	for _, c := range commands() {
+		words := strings.Fields(c.name)
+		if len(args) >= len(words) && strings.Join(args[:len(words)], " ") == c.name {
+			err := c.run(ctx, args[len(words):], stdout, stderr)
+			switch {
+			case err == nil:
+				return 0
+			case errors.Is(err, flag.ErrHelp):
+				return 0
+			case errors.Is(err, errUsage):
+				fmt.Fprintf(stderr, "outpost %s: %v\nusage: outpost %s %s\n", c.name, err, c.name, c.args)
+				return 2
+			}
+			fmt.Fprintf(stderr, "outpost %s: %v\n", c.name, err)
+			return 1
+		}
+	}
+	usage(stderr)
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		return 0
+	}
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "outpost: the host-side tool for Outpost gateways\n\ncommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  outpost %s %s\n      %s\n", c.name, c.args, c.help)
+	}
+}
+
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("outpost "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	return nil
+}

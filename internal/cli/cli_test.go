@@ -1,0 +1,85 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestDemo(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errOut syncBuffer
+	done := make(chan int)
+	go func() { done <- Main(ctx, []string{"demo", "--listen", "127.0.0.1:0"}, &out, &errOut) }()
+	re := regexp.MustCompile(`Health check: +(https://\S+/healthz)`)
+	var url string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if m := re.FindStringSubmatch(out.String()); m != nil {
+			url = m[1]
+			break
+		}
+	}
+	if url == "" {
+		t.Fatalf("demo printed no health URL; stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+	}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h map[string]any
+	json.NewDecoder(resp.Body).Decode(&h)
+	resp.Body.Close()
+	if h["version"] == nil || h["boot_id"] == nil || h["uptime_s"] == nil {
+		t.Errorf("healthz = %v", h)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("demo exit code %d; stderr:\n%s", code, errOut.String())
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{nil, 0, "commands:"},
+		{[]string{"frobnicate"}, 2, "commands:"},
+		{[]string{"image", "build", "--target", "sparc", "--out", "x.img"}, 2, "--target must be one of"},
+		{[]string{"image", "build", "--target", "amd64"}, 2, "--out is required"},
+		{[]string{"image", "build", "--bogus"}, 2, "flag provided but not defined"},
+		{[]string{"version"}, 0, ""},
+	} {
+		var out, errOut bytes.Buffer
+		code := Main(context.Background(), tc.args, &out, &errOut)
+		if code != tc.code || !strings.Contains(out.String()+errOut.String(), tc.want) {
+			t.Errorf("%v: code %d, output %q; want %d containing %q", tc.args, code, out.String()+errOut.String(), tc.code, tc.want)
+		}
+	}
+}
