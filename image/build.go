@@ -21,7 +21,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gokrazy/tools/gok"
 	"golang.org/x/mod/modfile"
 
 	"github.com/outpost-gw/outpost/internal/buildinfo"
@@ -62,6 +61,12 @@ type Options struct {
 	Progress io.Writer
 	// KeepWorkDir leaves the generated gokrazy instance for inspection.
 	KeepWorkDir bool
+	// GokCommand is the argv prefix that runs gok; default: this executable
+	// with the argument "gok" (the outpost CLI embeds gok, so nothing needs
+	// installing).
+	GokCommand []string
+	// Verbose shows all of gok's output instead of its milestones.
+	Verbose bool
 	// DebugWeb turns gokrazy's own web interface on (TCP port 8080, with a
 	// random password printed to Progress): for development images only.
 	DebugWeb bool
@@ -84,9 +89,7 @@ func LoadInstanceConfig(target string) (InstanceConfig, error) {
 	return c, nil
 }
 
-// Build writes a complete flashable image. gok runs in this process and
-// exits it on a build failure, after printing the reason; call Build from a
-// command, not from a long-lived process.
+// Build writes a complete flashable image.
 func Build(ctx context.Context, o Options) error {
 	if o.Version == "" {
 		o.Version = buildinfo.Version
@@ -158,22 +161,13 @@ func Build(ctx context.Context, o Options) error {
 	}
 
 	step("building the programs and writing the disk image (gok)")
-	cwd, _ := os.Getwd()
-	defer os.Chdir(cwd) // gok changes into the instance directory
-	gw := &prefixWriter{w: o.Progress, prefix: "      gok: "}
-	restore := redirectLog(gw)
-	err = gok.Context{
-		Stdout: gw,
-		Stderr: gw,
-		Args: []string{
-			"--parent_dir", work, "-i", instance,
-			"overwrite", "--full", out,
-			"--target_storage_bytes", strconv.FormatInt(o.SizeBytes, 10),
-		},
-	}.Execute(ctx)
-	restore()
-	if err != nil {
-		return fmt.Errorf("gok: %w", err)
+	gokArgs := []string{
+		"--parent_dir", work, "-i", instance,
+		"overwrite", "--full", out,
+		"--target_storage_bytes", strconv.FormatInt(o.SizeBytes, 10),
+	}
+	if err := runGok(ctx, o, gokArgs, filepath.Join(work, "gok.log")); err != nil {
+		return err
 	}
 
 	step("formatting /perm (ext4)")

@@ -6,11 +6,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"log"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"unicode/utf16"
 )
 
@@ -157,37 +155,4 @@ func IsExt4(r io.ReaderAt, p Partition) bool {
 		return false
 	}
 	return magic == [2]byte{0x53, 0xef}
-}
-
-// prefixWriter prefixes each line written to it.
-type prefixWriter struct {
-	mu      sync.Mutex
-	w       io.Writer
-	prefix  string
-	midLine bool
-}
-
-func (p *prefixWriter) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, line := range bytes.SplitAfter(b, []byte("\n")) {
-		if len(line) == 0 {
-			continue
-		}
-		if !p.midLine {
-			io.WriteString(p.w, p.prefix)
-		}
-		p.w.Write(line)
-		p.midLine = line[len(line)-1] != '\n'
-	}
-	return len(b), nil
-}
-
-// redirectLog sends the standard logger (which gok's packer uses) to w
-// until the returned function restores it.
-func redirectLog(w io.Writer) func() {
-	prev, flags := log.Writer(), log.Flags()
-	log.SetOutput(w)
-	log.SetFlags(0)
-	return func() { log.SetOutput(prev); log.SetFlags(flags) }
 }

@@ -22,6 +22,7 @@ func commands() []command {
 	return []command{
 		{"demo", "[--listen ADDR] [--data DIR]", "run Outpost on embedded defaults in a temp dir and print what to open", runDemo},
 		{"image build", "--target amd64|rpi --out FILE.img [--fleet FILE] [--version V] [--size BYTES]", "build a flashable disk image", runImageBuild},
+		{"gok", "ARGS...", "run the embedded gok (gokrazy's tool) as is", runGok},
 		{"version", "", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, buildinfo.Version)
 			return nil

@@ -142,6 +142,7 @@ type daemon struct {
 	bootID  string
 	st      *store.Store
 	petter  *hardware.Petter
+	boot    Boot
 }
 
 func (d *daemon) run(ctx context.Context) error {
@@ -168,11 +169,10 @@ func (d *daemon) run(ctx context.Context) error {
 			d.log.Info("store closed")
 		}
 	}()
-	boot, err := d.recordBoot()
-	if err != nil {
+	if d.boot, err = d.recordBoot(); err != nil {
 		return err
 	}
-	d.log.Info("boot recorded", "count", boot.Count)
+	d.log.Info("boot recorded", "count", d.boot.Count)
 
 	hosts := append([]string{"localhost", "127.0.0.1", "::1"}, d.cfg.LAN.Hostnames...)
 	hosts = append(hosts, localAddrs()...)
@@ -208,7 +208,7 @@ func (d *daemon) run(ctx context.Context) error {
 	go func() { defer wg.Done(); errc <- lan.Run(ctx) }()
 	go func() { defer wg.Done(); errc <- d.petter.Run(ctx) }()
 
-	d.console(fmt.Sprintf("outpost %s up: LAN endpoint https://%s/ (board %s)", buildinfo.Version, ep.HTTPS, d.board))
+	d.console(fmt.Sprintf("outpost %s up: LAN endpoint on %s %v (board %s)", buildinfo.Version, ep.HTTPS, localAddrs(), d.board))
 	if d.o.Ready != nil {
 		d.o.Ready(ep)
 	}

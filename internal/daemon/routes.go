@@ -16,16 +16,18 @@ type Health struct {
 
 // Status is the body of GET /api/v1/status: what an installer checks.
 type Status struct {
-	Version  string  `json:"version"`
-	Board    string  `json:"board"`
-	Fleet    string  `json:"fleet,omitempty"`
-	UptimeS  int64   `json:"uptime_s"`
-	Watchdog string  `json:"watchdog"`
-	DataDir  Disk    `json:"data_disk"`
-	MemTotal uint64  `json:"mem_total_bytes"`
-	MemAvail uint64  `json:"mem_available_bytes"`
-	TempC    float64 `json:"temperature_c,omitempty"`
-	Load1    float64 `json:"load1"`
+	Version string `json:"version"`
+	Board   string `json:"board"`
+	Fleet   string `json:"fleet,omitempty"`
+	UptimeS int64  `json:"uptime_s"`
+	// BootCount counts starts of the daemon on this data dir.
+	BootCount uint64  `json:"boot_count"`
+	Watchdog  string  `json:"watchdog"`
+	DataDir   Disk    `json:"data_disk"`
+	MemTotal  uint64  `json:"mem_total_bytes"`
+	MemAvail  uint64  `json:"mem_available_bytes"`
+	TempC     float64 `json:"temperature_c,omitempty"`
+	Load1     float64 `json:"load1"`
 }
 
 // Disk is a file system's size.
@@ -51,10 +53,11 @@ func (d *daemon) handleHealthz(w http.ResponseWriter, r *http.Request) {
 
 func (d *daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	s := Status{
-		Version:  buildinfo.Version,
-		Board:    d.board.String(),
-		UptimeS:  int64(time.Since(d.started).Seconds()),
-		Watchdog: string(d.petter.State()),
+		Version:   buildinfo.Version,
+		Board:     d.board.String(),
+		UptimeS:   int64(time.Since(d.started).Seconds()),
+		Watchdog:  string(d.petter.State()),
+		BootCount: d.boot.Count,
 	}
 	if d.fleet != nil {
 		s.Fleet = d.fleet.Name

@@ -19,6 +19,7 @@ func main() {
 	flag.StringVar(&opts.ConfigPath, "config", "", "JSON config file (default: built-in defaults; see docs/config.md)")
 	flag.StringVar(&opts.DataDir, "data", daemon.DefaultDataDir, "data directory (state store, keys, recordings)")
 	flag.StringVar(&opts.FleetPath, "fleet", daemon.DefaultFleetPath, "fleet file baked into the image (missing: no fleet)")
+	flag.StringVar(&opts.Console, "console", "", "device that gets a one-line status when up (the image sets /dev/console)")
 	version := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *version {
