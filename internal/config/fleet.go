@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
@@ -32,6 +33,12 @@ type Fleet struct {
 	// NTPServers are the only time servers the box asks (host or host:port).
 	// Empty: the box keeps its saved time and the link keeps queueing.
 	NTPServers []string `json:"ntp_servers"`
+	// ClaimCertPEM and ClaimKeyPEM are the fleet's claim credential: a client
+	// certificate every image carries, which the broker lets do one thing —
+	// ask to be enrolled. A box connects with it until the operator has
+	// claimed it, then with its own certificate.
+	ClaimCertPEM string `json:"claim_cert_pem"`
+	ClaimKeyPEM  string `json:"claim_key_pem"`
 }
 
 // ParseFleet decodes and validates a fleet document strictly.
@@ -105,6 +112,14 @@ func (f Fleet) Validate() error {
 		k, err := base64.StdEncoding.DecodeString(f.PublicKey)
 		if err != nil || len(k) != ed25519.PublicKeySize {
 			return &FieldError{"public_key", fmt.Errorf("%w: want %d bytes of base64 Ed25519 key", ErrInvalid, ed25519.PublicKeySize)}
+		}
+	}
+	if (f.ClaimCertPEM == "") != (f.ClaimKeyPEM == "") {
+		return &FieldError{"claim_key_pem", fmt.Errorf("%w: claim certificate and key come together", ErrInvalid)}
+	}
+	if f.ClaimCertPEM != "" {
+		if _, err := tls.X509KeyPair([]byte(f.ClaimCertPEM), []byte(f.ClaimKeyPEM)); err != nil {
+			return &FieldError{"claim_cert_pem", fmt.Errorf("%w: %w", ErrInvalid, err)}
 		}
 	}
 	for i, s := range f.NTPServers {
