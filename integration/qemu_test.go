@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outpost-gw/outpost/hardware/permgrow"
 )
 
 // vm is the amd64 image running under qemu (TCG: KVM fails on these
@@ -172,7 +174,8 @@ func TestImageBootsInQEMU(t *testing.T) {
 	if s.Fleet != "itest-fleet" || !strings.HasPrefix(s.Board, "vm") || s.BootCount != 1 {
 		t.Errorf("status = %+v, want fleet itest-fleet, a vm board, boot 1", s)
 	}
-	if s.DataDisk.TotalBytes < 2<<30 {
+	// /perm starts at 1.1 GB; ext4's own metadata takes a few percent.
+	if permBytes := uint64(diskBytes - 1157627904); s.DataDisk.TotalBytes < permBytes*9/10 {
 		t.Errorf("/perm is %d bytes on a %d byte disk: it did not grow", s.DataDisk.TotalBytes, diskBytes)
 	}
 	if serial, _ := os.ReadFile(v.serial); !bytes.Contains(serial, []byte("outpost "+version+" up")) {
@@ -196,6 +199,21 @@ func TestImageBootsInQEMU(t *testing.T) {
 	}
 	if s2.DataDisk.TotalBytes != s.DataDisk.TotalBytes {
 		t.Errorf("/perm size changed across reboots: %d → %d", s.DataDisk.TotalBytes, s2.DataDisk.TotalBytes)
+	}
+	v2.kill()
+	// The partition table the box rewrote is valid (both CRCs, backup at
+	// the new end) and partition 4 now ends at the disk's end.
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	plan, err := permgrow.PlanGrow(f, diskBytes)
+	if err != nil {
+		t.Fatalf("partition table after the grow: %v", err)
+	}
+	if plan.NeedsGrow() {
+		t.Errorf("after first boot the table still needs growing: %v", plan)
 	}
 }
 
