@@ -238,6 +238,9 @@ func (f *Fleet) FleetFilePath() string { return f.path(FleetFile) }
 // CA returns the fleet CA certificate.
 func (f *Fleet) CA() *x509.Certificate { return f.ca }
 
+// CAPEM is the fleet CA certificate, PEM.
+func (f *Fleet) CAPEM() []byte { return certPEM(f.ca.Raw) }
+
 // CAPool is a pool holding only the fleet CA.
 func (f *Fleet) CAPool() *x509.CertPool {
 	p := x509.NewCertPool()

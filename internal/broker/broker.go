@@ -1,0 +1,168 @@
+// Package broker is an embedded MQTT v5 broker (mochi-mqtt) for the demo and
+// for tests that must run without anything installed. It enforces the same
+// rules as the fleet's mosquitto configuration (internal/fleet): TLS with a
+// fleet client certificate whose CN is the username, the same topic ACL,
+// and refusal of revoked certificates. A plain listener without TLS or ACL
+// can be added for unit tests.
+package broker
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Options configure the broker.
+type Options struct {
+	// TLSAddr, with TLS set, is the mTLS listener address (e.g. 127.0.0.1:0).
+	TLSAddr string
+	TLS     *tls.Config
+	// IsRevoked refuses a client certificate at connect.
+	IsRevoked func(*x509.Certificate) (bool, error)
+	// PlainAddr is an optional listener without TLS and without ACL
+	// (loopback tests only).
+	PlainAddr string
+	Log       *slog.Logger
+}
+
+// Broker is a running embedded broker.
+type Broker struct {
+	srv       *mqtt.Server
+	tlsAddr   string
+	plainAddr string
+}
+
+// Start starts the broker with the listeners in o.
+func Start(o Options) (*Broker, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumSessionExpiryInterval = 7 * 24 * 3600
+	caps.MaximumMessageExpiryInterval = 7 * 24 * 3600
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: o.Log, Capabilities: caps})
+	b := &Broker{srv: srv}
+	if err := srv.AddHook(&fleetHook{srv: srv, isRevoked: o.IsRevoked, log: o.Log}, nil); err != nil {
+		return nil, err
+	}
+	if o.TLSAddr != "" {
+		l := listeners.NewTCP(listeners.Config{ID: "mqtts", Address: o.TLSAddr, TLSConfig: o.TLS})
+		if err := srv.AddListener(l); err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+		b.tlsAddr = l.Address()
+	}
+	if o.PlainAddr != "" {
+		l := listeners.NewTCP(listeners.Config{ID: "plain", Address: o.PlainAddr})
+		if err := srv.AddListener(l); err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+		b.plainAddr = l.Address()
+	}
+	go srv.Serve()
+	return b, nil
+}
+
+// TLSAddr is the bound mTLS address.
+func (b *Broker) TLSAddr() string { return b.tlsAddr }
+
+// PlainAddr is the bound plain address.
+func (b *Broker) PlainAddr() string { return b.plainAddr }
+
+// Close stops the broker.
+func (b *Broker) Close() error { return b.srv.Close() }
+
+// fleetHook authenticates by client certificate and applies the ACL.
+type fleetHook struct {
+	mqtt.HookBase
+	srv       *mqtt.Server
+	isRevoked func(*x509.Certificate) (bool, error)
+	log       *slog.Logger
+}
+
+func (h *fleetHook) ID() string { return "outpost-fleet" }
+
+func (h *fleetHook) Provides(b byte) bool {
+	return b == mqtt.OnConnect || b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+}
+
+// OnConnect answers a revoked certificate with CONNACK "banned" (0x8A), so
+// the box can tell revocation from other refusals. (mosquitto refuses it
+// earlier, in TLS, with the certificate_revoked alert.)
+func (h *fleetHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	c := peer(cl)
+	if c == nil || h.isRevoked == nil {
+		return nil
+	}
+	if r, err := h.isRevoked(c); err != nil || r {
+		h.log.Warn("broker: refused a revoked certificate", "cn", c.Subject.CommonName, "err", err)
+		h.srv.SendConnack(cl, packets.ErrBanned, false, nil)
+		return packets.ErrBanned
+	}
+	return nil
+}
+
+func peer(cl *mqtt.Client) *x509.Certificate {
+	tc, ok := cl.Net.Conn.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	certs := tc.ConnectionState().PeerCertificates
+	if len(certs) == 0 {
+		return nil
+	}
+	return certs[0]
+}
+
+// OnConnectAuthenticate lets in clients of the plain listener and, on the
+// TLS listener, holders of an unrevoked fleet certificate (the TLS config
+// already verified the chain).
+func (h *fleetHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	if cl.Net.Listener == "plain" || cl.Net.Inline {
+		return true
+	}
+	c := peer(cl)
+	if c == nil {
+		return false
+	}
+	cl.Properties.Username = []byte(c.Subject.CommonName)
+	return true
+}
+
+// OnACLCheck mirrors fleet.ACL().
+func (h *fleetHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if cl.Net.Listener == "plain" || cl.Net.Inline {
+		return true
+	}
+	return Allowed(string(cl.Properties.Username), cl.ID, topic, write)
+}
+
+// Allowed is the fleet's topic ACL: the operator may do anything under
+// outpost/, anyone may ask to be enrolled under its own client id, and a
+// box may publish below outpost/v1/{its CN}/up/ and read below .../down/.
+func Allowed(user, clientID, topic string, write bool) bool {
+	if user == "operator" {
+		return strings.HasPrefix(topic, "outpost/")
+	}
+	if strings.ContainsAny(clientID, "/+#") || strings.ContainsAny(user, "/+#") {
+		return false
+	}
+	enrol := "outpost/v1/enrol/" + clientID + "/"
+	if write && topic == enrol+"request" || !write && topic == enrol+"response" {
+		return true
+	}
+	if user == "" || user == "claim" {
+		return false
+	}
+	own := "outpost/v1/" + user + "/"
+	if write {
+		return strings.HasPrefix(topic, own+"up/") && !strings.ContainsAny(topic, "+#")
+	}
+	return strings.HasPrefix(topic, own+"down/")
+}
