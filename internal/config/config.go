@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"reflect"
 	"strconv"
@@ -36,6 +37,20 @@ type Config struct {
 	LAN      LAN      `json:"lan"`
 	Watchdog Watchdog `json:"watchdog"`
 	Storage  Storage  `json:"storage"`
+	Cloud    Cloud    `json:"cloud"`
+}
+
+// Cloud configures the link to the fleet (the broker itself comes from the
+// fleet file).
+type Cloud struct {
+	// Proxy is the site's HTTP CONNECT proxy, http://[user:password@]host:port;
+	// empty: connect directly.
+	Proxy string `json:"proxy"`
+	// TelemetryInterval between health reports.
+	TelemetryInterval Duration `json:"telemetry_interval"`
+	// OutboxBudgetMB bounds what waits for the broker while offline; beyond
+	// it telemetry is dropped first, audit last.
+	OutboxBudgetMB int `json:"outbox_budget_mb"`
 }
 
 // LAN configures the endpoint that people on the site's network use.
@@ -79,6 +94,7 @@ func Default() Config {
 		},
 		Watchdog: Watchdog{Device: "/dev/watchdog", Interval: Duration(10 * time.Second)},
 		Storage:  Storage{GrowPerm: true},
+		Cloud:    Cloud{TelemetryInterval: Duration(time.Minute), OutboxBudgetMB: 64},
 	}
 }
 
@@ -185,6 +201,18 @@ func (c Config) Validate() error {
 		if d := c.Watchdog.Interval.D(); d < 100*time.Millisecond || d > time.Minute {
 			return &FieldError{"watchdog.interval", fmt.Errorf("%w: %v is outside 100ms..1m", ErrInvalid, d)}
 		}
+	}
+	if c.Cloud.Proxy != "" {
+		u, err := url.Parse(c.Cloud.Proxy)
+		if err != nil || u.Scheme != "http" || u.Host == "" {
+			return &FieldError{"cloud.proxy", fmt.Errorf("%w: want http://[user:password@]host:port", ErrInvalid)}
+		}
+	}
+	if d := c.Cloud.TelemetryInterval.D(); d < time.Second || d > 24*time.Hour {
+		return &FieldError{"cloud.telemetry_interval", fmt.Errorf("%w: %v is outside 1s..24h", ErrInvalid, d)}
+	}
+	if b := c.Cloud.OutboxBudgetMB; b < 1 || b > 1<<20 {
+		return &FieldError{"cloud.outbox_budget_mb", fmt.Errorf("%w: %d is outside 1..1048576", ErrInvalid, b)}
 	}
 	return nil
 }

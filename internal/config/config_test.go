@@ -61,6 +61,8 @@ func TestParseBad(t *testing.T) {
 		{"not an object", `[1]`, "(document)", ErrWrongType},
 		{"trailing data", `{"config_version":1} {}`, "(document)", ErrInvalid},
 		{"truncated", `{"config_version":1,`, "(document)", ErrInvalid},
+		{"bad proxy", `{"config_version":1,"cloud":{"proxy":"socks5://p:1080"}}`, "cloud.proxy", ErrInvalid},
+		{"zero budget", `{"config_version":1,"cloud":{"outbox_budget_mb":0}}`, "cloud.outbox_budget_mb", ErrInvalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.doc))

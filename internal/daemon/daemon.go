@@ -21,7 +21,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/outpost-gw/outpost/cloudlink/outbox"
 	"github.com/outpost-gw/outpost/hardware"
+	"github.com/outpost-gw/outpost/internal/audit"
 	"github.com/outpost-gw/outpost/internal/buildinfo"
 	"github.com/outpost-gw/outpost/internal/config"
 	"github.com/outpost-gw/outpost/internal/lanserver"
@@ -133,16 +135,18 @@ func loadConfig(o Options) (config.Config, error) {
 }
 
 type daemon struct {
-	o       Options
-	cfg     config.Config
-	fleet   *config.Fleet
-	log     *slog.Logger
-	started time.Time
-	board   hardware.Board
-	bootID  string
-	st      *store.Store
-	petter  *hardware.Petter
-	boot    Boot
+	o        Options
+	cfg      config.Config
+	fleet    *config.Fleet
+	log      *slog.Logger
+	started  time.Time
+	board    hardware.Board
+	bootID   string
+	st       *store.Store
+	petter   *hardware.Petter
+	boot     Boot
+	auditLog *audit.Log
+	cloud    *cloud
 }
 
 func (d *daemon) run(ctx context.Context) error {
@@ -174,6 +178,23 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	d.log.Info("boot recorded", "count", d.boot.Count)
 
+	if d.cloud, err = d.setupCloud(); err != nil {
+		return err
+	}
+	var ob *outbox.Outbox
+	if d.cloud != nil {
+		ob = d.cloud.ob
+	}
+	d.auditLog, err = audit.Open(st, ob, time.Now, d.log.With("component", "audit"))
+	if errors.Is(err, audit.ErrBroken) {
+		// Tampering or corruption: say so loudly, keep auditing.
+		d.log.Error("audit log chain does not verify", "err", err)
+		d.audit(ctx, "system", "audit verify", "audit log", "", err.Error())
+	} else if err != nil {
+		return err
+	}
+	d.audit(ctx, "system", "start", buildinfo.Version, "", "ok")
+
 	hosts := append([]string{"localhost", "127.0.0.1", "::1"}, d.cfg.LAN.Hostnames...)
 	hosts = append(hosts, localAddrs()...)
 	cert, created, err := lanserver.LoadOrCreateCert(filepath.Join(d.o.DataDir, "tls"), hosts)
@@ -203,10 +224,14 @@ func (d *daemon) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	wg.Add(2)
 	go func() { defer wg.Done(); errc <- lan.Run(ctx) }()
 	go func() { defer wg.Done(); errc <- d.petter.Run(ctx) }()
+	if d.cloud != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); errc <- d.cloud.run(ctx) }()
+	}
 
 	d.console(fmt.Sprintf("outpost %s up: LAN endpoint on %s %v (board %s)", buildinfo.Version, ep.HTTPS, localAddrs(), d.board))
 	if d.o.Ready != nil {
@@ -223,6 +248,16 @@ func (d *daemon) run(ctx context.Context) error {
 	cancel()
 	wg.Wait()
 	return runErr
+}
+
+// audit records an entry; failures are logged, never fatal.
+func (d *daemon) audit(ctx context.Context, actor, action, target, source, result string) {
+	if d.auditLog == nil {
+		return
+	}
+	if _, err := d.auditLog.Record(ctx, actor, action, target, source, result); err != nil {
+		d.log.Error("audit", "err", err)
+	}
 }
 
 func (d *daemon) recordBoot() (Boot, error) {

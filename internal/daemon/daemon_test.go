@@ -16,6 +16,7 @@ import (
 	"github.com/outpost-gw/outpost/hardware"
 	"github.com/outpost-gw/outpost/hardware/hardwaretest"
 	"github.com/outpost-gw/outpost/internal/config"
+	"github.com/outpost-gw/outpost/internal/operator"
 	"github.com/outpost-gw/outpost/internal/store"
 )
 
@@ -189,5 +190,62 @@ func TestFleetFileReadable(t *testing.T) {
 	json.NewDecoder(resp.Body).Decode(&s)
 	if s.Fleet != "acme" {
 		t.Errorf("status fleet = %q", s.Fleet)
+	}
+}
+
+// TestCloudEnrolAndCommand: with a fleet file, the daemon shows its claim
+// code, enrols when the operator claims it, and answers commands.
+func TestCloudEnrolAndCommand(t *testing.T) {
+	f, brokerURL := testFleetBroker(t)
+	dir := t.TempDir()
+	fleetPath := filepath.Join(dir, "fleet.json")
+	writeFleetFile(t, f, brokerURL, fleetPath)
+	r := start(t, Options{Config: testConfig(), FleetPath: fleetPath, DataDir: filepath.Join(dir, "d")})
+	defer r.stop(t)
+
+	var s Status
+	getJSON(t, "https://"+r.ep.HTTPS+"/api/v1/status", &s)
+	if s.Cloud == nil || s.Cloud.ClaimCode == "" || s.Cloud.Enrolled {
+		t.Fatalf("status before claim: %+v", s.Cloud)
+	}
+	op, err := operator.Connect(context.Background(), f, operator.Options{BrokerURL: brokerURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.Close()
+	dev, err := op.Claim(context.Background(), s.Cloud.ClaimCode, "", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		getJSON(t, "https://"+r.ep.HTTPS+"/api/v1/status", &s)
+		if s.Cloud.Enrolled && s.Cloud.State == "online" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not online after claim: %+v", s.Cloud)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	res, err := op.Command(context.Background(), dev, "ping", nil, 10*time.Second)
+	if err != nil || !res.OK {
+		t.Fatalf("ping: %+v %v", res, err)
+	}
+	res, err = op.Command(context.Background(), dev, "format_disk", nil, 10*time.Second)
+	if err != nil || res.OK || !strings.Contains(res.Error, "unknown command") {
+		t.Fatalf("unknown command: %+v %v", res, err)
+	}
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := insecureClient().Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -28,6 +28,18 @@ type Status struct {
 	MemAvail  uint64  `json:"mem_available_bytes"`
 	TempC     float64 `json:"temperature_c,omitempty"`
 	Load1     float64 `json:"load1"`
+	// Cloud is the fleet link, absent without a fleet.
+	Cloud *CloudStatus `json:"cloud,omitempty"`
+}
+
+// CloudStatus is what an installer needs about the fleet link.
+type CloudStatus struct {
+	DeviceID  string `json:"device_id"`
+	ClaimCode string `json:"claim_code,omitempty"` // until enrolled
+	Enrolled  bool   `json:"enrolled"`
+	State     string `json:"state"`
+	LastError string `json:"last_error,omitempty"`
+	Outbox    int64  `json:"outbox_depth"`
 }
 
 // Disk is a file system's size.
@@ -52,6 +64,10 @@ func (d *daemon) handleHealthz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, d.status())
+}
+
+func (d *daemon) status() Status {
 	s := Status{
 		Version:   buildinfo.Version,
 		Board:     d.board.String(),
@@ -74,5 +90,21 @@ func (d *daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	if l, err := d.o.Sensors.Load(); err == nil {
 		s.Load1 = l.One
 	}
-	writeJSON(w, s)
+	if c := d.cloud; c != nil {
+		cs := &CloudStatus{DeviceID: c.id.DeviceID(), Enrolled: c.id.Enrolled(), State: "enrolling"}
+		if !cs.Enrolled {
+			cs.ClaimCode = c.id.ClaimCode()
+		}
+		if l := c.link.Load(); l != nil {
+			st := l.Stats()
+			cs.State, cs.LastError = string(st.State), st.LastError
+		}
+		if obs, err := c.ob.Stats(); err == nil {
+			for _, x := range obs.Streams {
+				cs.Outbox += x.Depth
+			}
+		}
+		s.Cloud = cs
+	}
+	return s
 }

@@ -1,0 +1,211 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/outpost-gw/outpost/cloudlink"
+	"github.com/outpost-gw/outpost/cloudlink/identity"
+	"github.com/outpost-gw/outpost/cloudlink/outbox"
+	"github.com/outpost-gw/outpost/cloudlink/wire"
+	"github.com/outpost-gw/outpost/internal/buildinfo"
+)
+
+// cloud is the daemon's side of the fleet link: identity, enrolment, the
+// link itself, telemetry, and the command dispatcher.
+type cloud struct {
+	d        *daemon
+	id       *identity.Identity
+	ob       *outbox.Outbox
+	link     atomic.Pointer[cloudlink.Link] // set once enrolled
+	enrolled chan struct{}
+}
+
+// setupCloud prepares identity and outbox; it needs a fleet with a claim
+// credential. Errors here stop start-up: they mean a broken data dir or
+// fleet file, not a network problem.
+func (d *daemon) setupCloud() (*cloud, error) {
+	if d.fleet == nil || d.fleet.ClaimCertPEM == "" {
+		return nil, nil
+	}
+	id, err := identity.LoadOrCreate(filepath.Join(d.o.DataDir, "identity"))
+	if err != nil {
+		return nil, err
+	}
+	ob, err := outbox.Open(d.st, outbox.Options{
+		BudgetBytes: int64(d.cfg.Cloud.OutboxBudgetMB) << 20,
+		Log:         d.log.With("component", "outbox"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &cloud{d: d, id: id, ob: ob, enrolled: make(chan struct{})}, nil
+}
+
+func (c *cloud) run(ctx context.Context) error {
+	d := c.d
+	log := d.log.With("component", "cloudlink")
+	broker, err := url.Parse(d.fleet.BrokerURL)
+	if err != nil {
+		return fmt.Errorf("fleet broker_url: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if d.fleet.CAPEM != "" && !pool.AppendCertsFromPEM([]byte(d.fleet.CAPEM)) {
+		return errors.New("fleet ca_pem holds no certificate")
+	}
+	var proxy *url.URL
+	if d.cfg.Cloud.Proxy != "" {
+		proxy, _ = url.Parse(d.cfg.Cloud.Proxy)
+	}
+	if !c.id.Enrolled() {
+		claim, err := tls.X509KeyPair([]byte(d.fleet.ClaimCertPEM), []byte(d.fleet.ClaimKeyPEM))
+		if err != nil {
+			return fmt.Errorf("fleet claim credential: %w", err)
+		}
+		d.console(fmt.Sprintf("outpost: not enrolled yet. Claim code %s (device %s): outpost fleet claim %s",
+			c.id.ClaimCode(), c.id.DeviceID(), c.id.ClaimCode()))
+		for !c.id.Enrolled() {
+			enr := &cloudlink.Enroller{
+				Identity: c.id, BrokerURL: broker, RootCAs: pool, Claim: claim, Proxy: proxy,
+				Board: d.board.String(), Version: buildinfo.Version, Log: log,
+			}
+			err := enr.Run(ctx)
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err != nil {
+				log.Error("enrolment refused; asking again in 10 minutes", "err", err)
+				d.audit(ctx, "fleet", "enrol", c.id.DeviceID(), "cloud", err.Error())
+				sleepCtx(ctx, 10*time.Minute)
+			}
+		}
+		d.audit(ctx, "fleet", "enrol", c.id.DeviceID(), "cloud", "ok")
+	}
+	close(c.enrolled)
+	link, err := cloudlink.New(cloudlink.Config{
+		DeviceID:    c.id.DeviceID(),
+		BrokerURL:   broker,
+		RootCAs:     pool,
+		Certificate: c.id.TLSCertificate,
+		Proxy:       proxy,
+		Outbox:      c.ob,
+		Handler:     c,
+		Dedup:       &cloudlink.BoltDedup{DB: d.st.DB(), Now: time.Now},
+		Log:         log,
+	})
+	if err != nil {
+		return err
+	}
+	c.link.Store(link)
+	go c.telemetry(ctx)
+	return link.Run(ctx)
+}
+
+// HandleCommand is the one dispatcher for commands from the fleet: each
+// command goes to the subsystem that owns it, and to the audit log.
+func (c *cloud) HandleCommand(ctx context.Context, env wire.Envelope, cmd wire.Command) wire.CommandResult {
+	var r wire.CommandResult
+	switch cmd.Name {
+	case "ping":
+		r = okResult(map[string]any{"version": buildinfo.Version, "boot_id": c.d.bootID})
+	case "status":
+		r = okResult(c.d.status())
+	default:
+		r = wire.CommandResult{Error: fmt.Sprintf("unknown command %q", cmd.Name)}
+	}
+	res := "ok"
+	if !r.OK {
+		res = r.Error
+	}
+	c.d.audit(ctx, "cloud:"+env.ID.String(), "command "+cmd.Name, c.id.DeviceID(), "cloud", res)
+	return r
+}
+
+func okResult(v any) wire.CommandResult {
+	b, err := msgpack.Marshal(v)
+	if err != nil {
+		return wire.CommandResult{Error: err.Error()}
+	}
+	return wire.CommandResult{OK: true, Result: b}
+}
+
+// telemetry queues health and link figures every interval.
+func (c *cloud) telemetry(ctx context.Context) {
+	t := time.NewTicker(c.d.cfg.Cloud.TelemetryInterval.D())
+	defer t.Stop()
+	for {
+		c.report(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (c *cloud) report(ctx context.Context) {
+	s := c.d.status()
+	m := map[string]float64{
+		"uptime_s":            float64(s.UptimeS),
+		"load1":               s.Load1,
+		"mem_total_bytes":     float64(s.MemTotal),
+		"mem_available_bytes": float64(s.MemAvail),
+		"perm_total_bytes":    float64(s.DataDir.TotalBytes),
+		"perm_avail_bytes":    float64(s.DataDir.AvailBytes),
+	}
+	if s.TempC != 0 {
+		m["temperature_c"] = s.TempC
+	}
+	if l := c.link.Load(); l != nil {
+		ls := l.Stats()
+		m["link_rtt_ms"] = float64(ls.RTT.Milliseconds())
+		m["link_reconnects"] = float64(ls.Reconnects)
+		m["link_bytes_up"] = float64(ls.BytesUp)
+		m["link_bytes_down"] = float64(ls.BytesDown)
+		m["link_refused"] = float64(ls.Refused)
+	}
+	if obs, err := c.ob.Stats(); err == nil {
+		var depth, dropped int64
+		var oldest time.Duration
+		for _, st := range obs.Streams {
+			depth += st.Depth
+			dropped += st.Dropped
+			oldest = max(oldest, st.Age)
+		}
+		m["outbox_depth"] = float64(depth)
+		m["outbox_dropped"] = float64(dropped)
+		m["outbox_bytes"] = float64(obs.TotalBytes)
+		m["outbox_oldest_s"] = oldest.Seconds()
+	}
+	env, err := wire.New(wire.TypeTelemetry, time.Now(), wire.Telemetry{
+		Metrics: m,
+		Labels:  map[string]string{"version": buildinfo.Version, "board": s.Board, "watchdog": s.Watchdog},
+	})
+	if err != nil {
+		c.d.log.Warn("telemetry", "err", err)
+		return
+	}
+	b, err := wire.Encode(env)
+	if err == nil {
+		_, err = c.ob.Append(ctx, outbox.StreamTelemetry, b)
+	}
+	if err != nil && ctx.Err() == nil {
+		c.d.log.Warn("telemetry not queued", "err", err)
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
