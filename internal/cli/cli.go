@@ -22,6 +22,13 @@ func commands() []command {
 	return []command{
 		{"demo", "[--listen ADDR] [--data DIR]", "run Outpost on embedded defaults in a temp dir and print what to open", runDemo},
 		{"image build", "--target amd64|rpi --out FILE.img [--fleet FILE] [--version V] [--size BYTES]", "build a flashable disk image", runImageBuild},
+		{"fleet init", "--dir D --name N --broker-url URL [--broker-host H]... [--ntp S]...", "create a fleet: CA, keys, claim credential, fleet file, mosquitto config", runFleetInit},
+		{"fleet claim", "CODE [--dir D] [--group G]", "enrol the box showing this claim code", runFleetClaim},
+		{"fleet revoke", "DEVICE [--dir D]", "revoke a box's certificates (the broker refuses it)", runFleetRevoke},
+		{"fleet devices", "[--dir D]", "list the fleet's boxes", runFleetDevices},
+		{"fleet command", "DEVICE NAME [--dir D]", "send a command (ping, status) and print the answer", runFleetCommand},
+		{"fleet watch", "[--dir D] [--every 2s]", "a live table of boxes: online, version, health, alerts", runFleetWatch},
+		{"fleet events", "[--dir D]", "follow events, audit entries and command results", runFleetEvents},
 		{"gok", "ARGS...", "run the embedded gok (gokrazy's tool) as is", runGok},
 		{"version", "", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, buildinfo.Version)

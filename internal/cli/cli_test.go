@@ -57,6 +57,29 @@ func TestDemo(t *testing.T) {
 	if h["version"] == nil || h["boot_id"] == nil || h["uptime_s"] == nil {
 		t.Errorf("healthz = %v", h)
 	}
+	// The demo's box enrols by itself and comes online with the fleet.
+	statusURL := strings.TrimSuffix(url, "/healthz") + "/api/v1/status"
+	var state string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		resp, err := c.Get(statusURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s struct {
+			Cloud struct {
+				Enrolled bool
+				State    string
+			}
+		}
+		json.NewDecoder(resp.Body).Decode(&s)
+		resp.Body.Close()
+		if state = s.Cloud.State; s.Cloud.Enrolled && state == "online" {
+			break
+		}
+	}
+	if state != "online" {
+		t.Errorf("demo box cloud state %q, want online; stderr:\n%s", state, errOut.String())
+	}
 	cancel()
 	if code := <-done; code != 0 {
 		t.Errorf("demo exit code %d; stderr:\n%s", code, errOut.String())

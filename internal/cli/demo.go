@@ -2,27 +2,35 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 
+	"github.com/outpost-gw/outpost/internal/broker"
 	"github.com/outpost-gw/outpost/internal/buildinfo"
 	"github.com/outpost-gw/outpost/internal/config"
 	"github.com/outpost-gw/outpost/internal/daemon"
+	"github.com/outpost-gw/outpost/internal/fleet"
+	"github.com/outpost-gw/outpost/internal/operator"
 )
 
 const demoListen = "127.0.0.1:8443"
 
-// runDemo runs outpostd in this process on embedded defaults: a temporary
-// data dir, the LAN endpoint on loopback, no hardware watchdog (arming a
-// laptop's watchdog would reboot it if the demo died).
+// runDemo runs a whole small fleet in this process on embedded defaults: a
+// fleet (CA, keys) in a temp dir, the embedded MQTT broker with mTLS and the
+// fleet's ACL, the operator side claiming every box that asks, and outpostd
+// with its LAN endpoint on loopback, enrolling by itself. No hardware
+// watchdog: arming a laptop's would reboot it if the demo died.
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("demo", stderr)
 	listen := fs.String("listen", demoListen, "address of the LAN endpoint (HTTPS)")
-	dataDir := fs.String("data", "", "data dir to use and keep (default: a temp dir, removed at exit)")
+	dataDir := fs.String("data", "", "directory for the demo's fleet and box (default: a temp dir, removed at exit)")
 	verbose := fs.Bool("v", false, "log at debug level")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -33,40 +41,103 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 		defer os.RemoveAll(tmp)
-		*dataDir = filepath.Join(tmp, "data")
+		*dataDir = tmp
 	}
 	if *listen == demoListen && !free(*listen) {
 		*listen = "127.0.0.1:0" // the usual port is taken: any free one will do
 	}
-	cfg := config.Default()
-	cfg.LAN.HTTPSAddr = *listen
-	cfg.LAN.HTTPAddr = ""
-	cfg.Watchdog.Disabled = true
-	cfg.Storage.GrowPerm = false
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
+	f, brokerURL, stopBroker, err := demoFleet(filepath.Join(*dataDir, "fleet"), log)
+	if err != nil {
+		return err
+	}
+	defer stopBroker()
+	fleetFile := filepath.Join(*dataDir, "fleet.json")
+	if err := writeFleet(f, brokerURL, fleetFile); err != nil {
+		return err
+	}
+	op, err := operator.Connect(ctx, f, operator.Options{BrokerURL: brokerURL, Log: log.With("component", "operator")})
+	if err != nil {
+		return err
+	}
+	defer op.Close()
+	go op.ClaimAll(ctx) // in the demo the operator approves every box at once
+
+	cfg := config.Default()
+	cfg.LAN.HTTPSAddr = *listen
+	cfg.LAN.HTTPAddr = ""
+	cfg.Watchdog.Disabled = true
+	cfg.Storage.GrowPerm = false
+	cfg.Cloud.TelemetryInterval = config.Duration(10e9)
 	return daemon.Run(ctx, daemon.Options{
-		Config:  &cfg,
-		DataDir: *dataDir,
-		Log:     log,
+		Config:    &cfg,
+		DataDir:   filepath.Join(*dataDir, "box"),
+		FleetPath: fleetFile,
+		Log:       log,
 		Ready: func(ep daemon.Endpoints) {
 			u := "https://" + ep.HTTPS
 			fmt.Fprintf(stdout, `
-Outpost %s demo is running (embedded defaults, nothing to set up).
+Outpost %s demo is running (embedded defaults, nothing to set up):
+a fleet with its own CA, an embedded MQTT broker (mTLS, per-box ACL) at %s,
+and one box that enrols by itself and reports to the fleet.
 
   Open the LAN endpoint:  %s/api/v1/status
   Health check:           %s/healthz
-  Data dir:               %s
+  Fleet directory:        %s
+  Box data dir:           %s
 
-The certificate is self-signed, made on first start like on a real box: your
-browser will ask you to accept it (curl: -k). Press Ctrl-C to stop.
-`, buildinfo.Version, u, u, *dataDir)
+The LAN certificate is self-signed, made on first start like on a real box:
+your browser will ask you to accept it (curl: -k). Press Ctrl-C to stop.
+`, buildinfo.Version, brokerURL, u, u, f.Dir, filepath.Join(*dataDir, "box"))
 		},
 	})
+}
+
+// demoFleet makes a fleet and starts the embedded broker for it.
+func demoFleet(dir string, log *slog.Logger) (*fleet.Fleet, *url.URL, func(), error) {
+	f, err := fleet.Open(dir)
+	if err != nil {
+		f, err = fleet.Init(dir, fleet.InitOptions{Name: "demo", BrokerURL: "mqtts://127.0.0.1:8883", BrokerHosts: []string{"127.0.0.1", "localhost"}})
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cf, kf := f.BrokerCertFiles()
+	cert, err := tls.LoadX509KeyPair(cf, kf)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	br, err := broker.Start(broker.Options{
+		TLSAddr: "127.0.0.1:0",
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: f.CAPool(),
+			ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12},
+		IsRevoked: f.IsRevoked,
+		Log:       log.With("component", "broker"),
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	u := &url.URL{Scheme: "mqtts", Host: br.TLSAddr()}
+	return f, u, func() { br.Close() }, nil
+}
+
+// writeFleet writes the fleet file for a box, pointing at brokerURL.
+func writeFleet(f *fleet.Fleet, brokerURL *url.URL, path string) error {
+	ff, err := config.LoadFleet(f.FleetFilePath())
+	if err != nil {
+		return err
+	}
+	ff.BrokerURL = brokerURL.String()
+	b, err := json.MarshalIndent(ff, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
 }
 
 func free(addr string) bool {

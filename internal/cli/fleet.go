@@ -1,0 +1,343 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/outpost-gw/outpost/cloudlink/wire"
+	"github.com/outpost-gw/outpost/internal/config"
+	"github.com/outpost-gw/outpost/internal/fleet"
+	"github.com/outpost-gw/outpost/internal/operator"
+)
+
+// listFlag collects a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+// parseArgs parses flags that may come before or after n positional
+// arguments.
+func parseArgs(fs *flag.FlagSet, args []string, n int) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(pos) != n {
+		return nil, fmt.Errorf("%w: want %d argument(s), got %d", errUsage, n, len(pos))
+	}
+	return pos, nil
+}
+
+func fleetDirFlag(fs *flag.FlagSet) *string {
+	def := os.Getenv("OUTPOST_FLEET")
+	if def == "" {
+		def = "fleet"
+	}
+	return fs.String("dir", def, "fleet directory (env OUTPOST_FLEET)")
+}
+
+func runFleetInit(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("fleet init", stderr)
+	dir := fleetDirFlag(fs)
+	name := fs.String("name", "", "fleet name")
+	brokerURL := fs.String("broker-url", "", "what boxes dial: mqtts://host:8883 or wss://host:443/mqtt")
+	var hosts, ntp listFlag
+	fs.Var(&hosts, "broker-host", "name or address in the broker's certificate (repeatable; default: the URL's host)")
+	fs.Var(&ntp, "ntp", "NTP server for the boxes (repeatable)")
+	mqttPort := fs.Int("mosquitto-port", 8883, "port for the generated mosquitto.conf")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *name == "" || *brokerURL == "" {
+		return fmt.Errorf("%w: --name and --broker-url are required", errUsage)
+	}
+	u, err := url.Parse(*brokerURL)
+	if err != nil || u.Hostname() == "" {
+		return fmt.Errorf("%w: --broker-url %q is not a URL with a host", errUsage, *brokerURL)
+	}
+	if len(hosts) == 0 {
+		hosts = listFlag{u.Hostname()}
+	}
+	f, err := fleet.Init(*dir, fleet.InitOptions{Name: *name, BrokerURL: *brokerURL, BrokerHosts: hosts, NTPServers: ntp})
+	if err != nil {
+		return err
+	}
+	conf, err := f.WriteMosquittoConfig(fleet.MosquittoOptions{Dir: f.Dir + "/mosquitto", Address: "0.0.0.0", Port: *mqttPort})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, `fleet %q created in %s
+
+  fleet file for images:  %s   (outpost image build --fleet %s ...)
+  broker config:          %s   (mosquitto -c %s)
+
+Keep %s private: it holds the fleet CA and signing keys.
+`, *name, f.Dir, f.FleetFilePath(), f.FleetFilePath(), conf, conf, f.Dir)
+	return nil
+}
+
+// connectOperator opens the fleet and connects to its broker.
+func connectOperator(ctx context.Context, dir, brokerOverride string) (*fleet.Fleet, *operator.Operator, error) {
+	f, err := fleet.Open(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	raw := brokerOverride
+	if raw == "" {
+		ff, err := config.LoadFleet(f.FleetFilePath())
+		if err != nil {
+			return nil, nil, err
+		}
+		raw = ff.BrokerURL
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("broker URL: %w", err)
+	}
+	op, err := operator.Connect(ctx, f, operator.Options{BrokerURL: u})
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, op, nil
+}
+
+func runFleetClaim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("fleet claim", stderr)
+	dir := fleetDirFlag(fs)
+	broker := fs.String("broker", "", "broker URL (default: the fleet file's)")
+	group := fs.String("group", "", "group to put the box in")
+	wait := fs.Duration("wait", 30*time.Second, "how long to wait for the box's request")
+	pos, err := parseArgs(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	_, op, err := connectOperator(ctx, *dir, *broker)
+	if err != nil {
+		return err
+	}
+	defer op.Close()
+	dev, err := op.Claim(ctx, pos[0], *group, *wait)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "claimed %s (code %s): its certificate is on its way\n", dev, pos[0])
+	return nil
+}
+
+func runFleetRevoke(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("fleet revoke", stderr)
+	dir := fleetDirFlag(fs)
+	pos, err := parseArgs(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	f, err := fleet.Open(*dir)
+	if err != nil {
+		return err
+	}
+	if err := f.Revoke(pos[0]); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "revoked %s; its certificates are on %s.\nRestart mosquitto (it reads the CRL at start) to refuse the box now.\n", pos[0], f.CRLFile())
+	return nil
+}
+
+func runFleetDevices(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("fleet devices", stderr)
+	dir := fleetDirFlag(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	f, err := fleet.Open(*dir)
+	if err != nil {
+		return err
+	}
+	devs, err := f.Devices()
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tCLAIM CODE\tGROUP\tCLAIMED\tSTATE")
+	for _, d := range devs {
+		state := "active"
+		if d.Revoked != nil {
+			state = "revoked " + d.Revoked.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.ID, d.ClaimCode, d.Group, d.Claimed.Format(time.RFC3339), state)
+	}
+	return tw.Flush()
+}
+
+func runFleetCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("fleet command", stderr)
+	dir := fleetDirFlag(fs)
+	broker := fs.String("broker", "", "broker URL (default: the fleet file's)")
+	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the answer")
+	pos, err := parseArgs(fs, args, 2)
+	if err != nil {
+		return err
+	}
+	_, op, err := connectOperator(ctx, *dir, *broker)
+	if err != nil {
+		return err
+	}
+	defer op.Close()
+	r, err := op.Command(ctx, pos[0], pos[1], nil, *timeout)
+	if err != nil {
+		return err
+	}
+	if !r.OK {
+		return fmt.Errorf("%s refused %s: %s", pos[0], pos[1], r.Error)
+	}
+	fmt.Fprintf(stdout, "%s: ok %s\n", pos[0], wire.DescribeRaw(r.Result))
+	return nil
+}
+
+// boxView is one row of `fleet watch`.
+type boxView struct {
+	online   bool
+	version  string
+	seen     time.Time
+	metrics  map[string]float64
+	alerts   []string
+	lastKind string
+}
+
+func runFleetWatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("fleet watch", stderr)
+	dir := fleetDirFlag(fs)
+	broker := fs.String("broker", "", "broker URL (default: the fleet file's)")
+	every := fs.Duration("every", 2*time.Second, "refresh interval")
+	once := fs.Duration("for", 0, "stop after this long (0: until Ctrl-C)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	_, op, err := connectOperator(ctx, *dir, *broker)
+	if err != nil {
+		return err
+	}
+	defer op.Close()
+	var mu sync.Mutex
+	boxes := map[string]*boxView{}
+	op.Subscribe(func(m operator.Message) {
+		mu.Lock()
+		defer mu.Unlock()
+		b := boxes[m.Device]
+		if b == nil {
+			b = &boxView{metrics: map[string]float64{}}
+			boxes[m.Device] = b
+		}
+		b.seen = m.Env.Time
+		switch m.Stream {
+		case "status", "event":
+			var ev wire.Event
+			if wire.DecodeBody(m.Env, &ev, wire.DefaultLimits()) == nil {
+				switch ev.Kind {
+				case "online":
+					b.online = true
+				case "offline":
+					b.online = false
+				}
+				if ev.Severity != wire.SeverityInfo {
+					b.alerts = append(b.alerts, ev.Kind)
+				}
+				b.lastKind = ev.Kind
+			}
+		case "telemetry":
+			var t wire.Telemetry
+			if wire.DecodeBody(m.Env, &t, wire.DefaultLimits()) == nil {
+				b.online = true
+				b.metrics = t.Metrics
+				b.version = t.Labels["version"]
+			}
+		}
+	})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if *once > 0 {
+		ctx, cancel = context.WithTimeout(ctx, *once)
+		defer cancel()
+	}
+	t := time.NewTicker(*every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		mu.Lock()
+		ids := make([]string, 0, len(boxes))
+		for id := range boxes {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(tw, "\n%s\nDEVICE\tONLINE\tVERSION\tUPTIME\tLOAD\tPERM FREE\tOUTBOX\tRTT\tLAST SEEN\tALERTS\n", time.Now().Format(time.TimeOnly))
+		for _, id := range ids {
+			b := boxes[id]
+			m := b.metrics
+			free := "-"
+			if m["perm_total_bytes"] > 0 {
+				free = fmt.Sprintf("%.0f%%", 100*m["perm_avail_bytes"]/m["perm_total_bytes"])
+			}
+			fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%.2f\t%s\t%.0f\t%.0fms\t%s\t%s\n", id, b.online, b.version,
+				time.Duration(m["uptime_s"])*time.Second, m["load1"], free, m["outbox_depth"], m["link_rtt_ms"],
+				b.seen.Format(time.TimeOnly), strings.Join(b.alerts, ","))
+		}
+		tw.Flush()
+		mu.Unlock()
+	}
+}
+
+func runFleetEvents(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("fleet events", stderr)
+	dir := fleetDirFlag(fs)
+	broker := fs.String("broker", "", "broker URL (default: the fleet file's)")
+	dur := fs.Duration("for", 0, "stop after this long (0: until Ctrl-C)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	_, op, err := connectOperator(ctx, *dir, *broker)
+	if err != nil {
+		return err
+	}
+	defer op.Close()
+	var mu sync.Mutex
+	op.Subscribe(func(m operator.Message) {
+		if m.Stream == "telemetry" {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(stdout, "%s %s %s %s\n", m.Env.Time.Format(time.RFC3339), m.Device, m.Stream, wire.Describe(m.Env))
+	})
+	if *dur > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *dur)
+		defer cancel()
+	}
+	<-ctx.Done()
+	return nil
+}
