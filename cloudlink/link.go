@@ -64,6 +64,9 @@ var ErrClockUnset = errors.New("the clock is not set yet (waiting for NTP); mess
 type Handler interface {
 	// HandleCommand runs a validated, fresh, first-seen command.
 	HandleCommand(ctx context.Context, env wire.Envelope, cmd wire.Command) wire.CommandResult
+	// HandleConfig applies (or refuses) a desired config; the report goes
+	// back to the fleet. The handler decides about versions it has seen.
+	HandleConfig(ctx context.Context, env wire.Envelope, cfg wire.ConfigDesired) wire.ConfigReported
 }
 
 // Config configures a Link.
@@ -460,6 +463,8 @@ func (l *Link) receive(ctx context.Context, pr paho.PublishReceived) {
 	switch kind {
 	case "command":
 		l.command(ctx, p)
+	case "config":
+		l.config(ctx, p)
 	default:
 		l.refuse(p, "unknown message kind "+kind, nil)
 	}
@@ -535,6 +540,47 @@ func (l *Link) command(ctx context.Context, p *paho.Publish) {
 		return
 	}
 	result(l.cfg.Handler.HandleCommand(ctx, env, cmd))
+}
+
+// config hands a desired config to the handler and queues the report.
+func (l *Link) config(ctx context.Context, p *paho.Publish) {
+	if len(p.Payload) == 0 {
+		return // a cleared retained message
+	}
+	env, err := wire.Decode(p.Payload, l.cfg.Limits)
+	if err != nil {
+		l.refuse(p, "malformed config", err)
+		return
+	}
+	var want wire.ConfigDesired
+	if env.Type != wire.TypeConfigDesired {
+		l.refuse(p, "not a config envelope: "+env.Type, nil)
+		return
+	}
+	if err := wire.DecodeBody(env, &want, l.cfg.Limits); err != nil {
+		l.refuse(p, "malformed config body", err)
+		return
+	}
+	if l.cfg.Handler == nil {
+		return
+	}
+	rep := l.cfg.Handler.HandleConfig(ctx, env, want)
+	if rep.Version == 0 {
+		return // nothing to report (already applied)
+	}
+	if len(rep.Error) > wire.MaxTextLen {
+		rep.Error = rep.Error[:wire.MaxTextLen-3] + "..."
+	}
+	out, err := wire.New(wire.TypeConfigReported, l.cfg.Now(), rep)
+	if err == nil {
+		var b []byte
+		if b, err = wire.Encode(out); err == nil {
+			_, err = l.cfg.Outbox.Append(ctx, outbox.StreamConfig, b)
+		}
+	}
+	if err != nil {
+		l.log.Error("cloud link: could not queue a config report", "err", err)
+	}
 }
 
 type countingConn struct {

@@ -100,6 +100,10 @@ func (f handlerFunc) HandleCommand(ctx context.Context, env wire.Envelope, cmd w
 	return f(ctx, env, cmd)
 }
 
+func (f handlerFunc) HandleConfig(context.Context, wire.Envelope, wire.ConfigDesired) wire.ConfigReported {
+	return wire.ConfigReported{}
+}
+
 type testBox struct {
 	link *Link
 	ob   *outbox.Outbox

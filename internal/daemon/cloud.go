@@ -18,6 +18,7 @@ import (
 	"github.com/outpost-gw/outpost/cloudlink/outbox"
 	"github.com/outpost-gw/outpost/cloudlink/wire"
 	"github.com/outpost-gw/outpost/internal/buildinfo"
+	"github.com/outpost-gw/outpost/internal/config"
 )
 
 // cloud is the daemon's side of the fleet link: identity, enrolment, the
@@ -128,6 +129,36 @@ func (c *cloud) HandleCommand(ctx context.Context, env wire.Envelope, cmd wire.C
 	}
 	c.d.audit(ctx, "cloud:"+env.ID.String(), "command "+cmd.Name, c.id.DeviceID(), "cloud", res)
 	return r
+}
+
+// HandleConfig applies a config pushed by the fleet: validated as strictly
+// as the file at start-up, written atomically to the data dir, its version
+// kept, and then the daemon restarts its components on it. A bad config is
+// refused with the reason, and the running one stays.
+func (c *cloud) HandleConfig(ctx context.Context, env wire.Envelope, want wire.ConfigDesired) wire.ConfigReported {
+	d := c.d
+	cur, err := d.appliedConfigVersion()
+	if err != nil {
+		return wire.ConfigReported{Version: want.Version, Error: "store: " + err.Error()}
+	}
+	switch {
+	case want.Version == cur:
+		return wire.ConfigReported{} // already running it (retained message seen again)
+	case want.Version < cur:
+		d.audit(ctx, "cloud:"+env.ID.String(), fmt.Sprintf("config v%d", want.Version), "config", "cloud", "refused: older than applied")
+		return wire.ConfigReported{Version: want.Version, Error: fmt.Sprintf("refused: version %d is older than the applied version %d", want.Version, cur)}
+	}
+	if _, err := config.Parse(want.Config); err != nil {
+		d.audit(ctx, "cloud:"+env.ID.String(), fmt.Sprintf("config v%d", want.Version), "config", "cloud", "refused: "+err.Error())
+		return wire.ConfigReported{Version: want.Version, Error: "refused: " + err.Error()}
+	}
+	if err := d.savePushedConfig(want.Version, want.Config); err != nil {
+		return wire.ConfigReported{Version: want.Version, Error: err.Error()}
+	}
+	d.audit(ctx, "cloud:"+env.ID.String(), fmt.Sprintf("config v%d", want.Version), "config", "cloud", "ok")
+	// Restart once the report is queued (the link queues it when we return).
+	time.AfterFunc(500*time.Millisecond, func() { d.restart(fmt.Sprintf("config v%d", want.Version)) })
+	return wire.ConfigReported{Version: want.Version, Applied: true}
 }
 
 func okResult(v any) wire.CommandResult {

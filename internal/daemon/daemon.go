@@ -83,8 +83,18 @@ type Boot struct {
 
 var bootBucket = store.NewBucket[Boot]("boot")
 
-// Run runs the daemon until ctx ends.
+// Run runs the daemon until ctx ends. A config pushed by the fleet makes it
+// restart its components on the new config, in-process.
 func Run(ctx context.Context, o Options) error {
+	for {
+		err := runOnce(ctx, o)
+		if !errors.Is(err, ErrRestart) {
+			return err
+		}
+	}
+}
+
+func runOnce(ctx context.Context, o Options) error {
 	cfg, err := loadConfig(o)
 	if err != nil {
 		return err
@@ -107,6 +117,13 @@ func Run(ctx context.Context, o Options) error {
 	if log == nil {
 		lvl, _ := cfg.SlogLevel()
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	}
+	if pushed, err := pushedConfig(o.DataDir); err != nil {
+		// Validated before it was written; if it is bad now, the disk is.
+		log.Error("ignoring the config pushed by the fleet", "err", err)
+	} else if pushed != nil {
+		cfg = *pushed
+		log.Info("running the config pushed by the fleet", "file", filepath.Join(o.DataDir, PushedConfigFile))
 	}
 	if o.Root == nil {
 		o.Root = os.DirFS("/")
@@ -147,6 +164,8 @@ type daemon struct {
 	boot     Boot
 	auditLog *audit.Log
 	cloud    *cloud
+	// restart stops the components so that Run starts them again.
+	restart func(reason string)
 }
 
 func (d *daemon) run(ctx context.Context) error {
@@ -221,8 +240,12 @@ func (d *daemon) run(ctx context.Context) error {
 
 	d.petter = d.newPetter()
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	d.restart = func(reason string) {
+		d.log.Info("restarting the daemon's components", "reason", reason)
+		cancel(ErrRestart)
+	}
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)
 	wg.Add(2)
@@ -245,8 +268,11 @@ func (d *daemon) run(ctx context.Context) error {
 	case runErr = <-errc:
 		d.log.Error("component stopped", "err", runErr)
 	}
-	cancel()
+	cancel(nil)
 	wg.Wait()
+	if runErr == nil && errors.Is(context.Cause(ctx), ErrRestart) {
+		return ErrRestart
+	}
 	return runErr
 }
 

@@ -13,9 +13,11 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/outpost-gw/outpost/cloudlink/wire"
 	"github.com/outpost-gw/outpost/hardware"
 	"github.com/outpost-gw/outpost/hardware/hardwaretest"
 	"github.com/outpost-gw/outpost/internal/config"
+	"github.com/outpost-gw/outpost/internal/fleet"
 	"github.com/outpost-gw/outpost/internal/operator"
 	"github.com/outpost-gw/outpost/internal/store"
 )
@@ -29,6 +31,7 @@ func testConfig() *config.Config {
 }
 
 type running struct {
+	ready  chan Endpoints // later starts (after a restart)
 	ep     Endpoints
 	cancel context.CancelFunc
 	done   chan error
@@ -39,7 +42,13 @@ func start(t *testing.T, o Options) *running {
 	t.Helper()
 	r := &running{done: make(chan error, 1), wd: &hardwaretest.Watchdog{}}
 	ready := make(chan Endpoints, 1)
-	o.Ready = func(ep Endpoints) { ready <- ep }
+	r.ready = ready
+	o.Ready = func(ep Endpoints) {
+		select {
+		case ready <- ep:
+		default:
+		}
+	}
 	o.Log = slog.New(slog.DiscardHandler)
 	o.Root = fstest.MapFS{"proc/sys/kernel/random/boot_id": {Data: []byte("b00t-1d\n")}}
 	o.Sensors = &hardwaretest.Sensors{
@@ -247,5 +256,76 @@ func getJSON(t *testing.T, url string, v any) {
 	defer resp.Body.Close()
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestConfigPush: a pushed config is refused when invalid or older, and
+// applied (the daemon restarts on it) when valid; the box reports each.
+func TestConfigPush(t *testing.T) {
+	f, brokerURL := testFleetBroker(t)
+	dir := t.TempDir()
+	fleetPath := filepath.Join(dir, "fleet.json")
+	writeFleetFile(t, f, brokerURL, fleetPath)
+	data := filepath.Join(dir, "d")
+	r := start(t, Options{Config: testConfig(), FleetPath: fleetPath, DataDir: data})
+	defer r.stop(t)
+	op, err := operator.Connect(context.Background(), f, operator.Options{BrokerURL: brokerURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.Close()
+	reports := make(chan wire.ConfigReported, 10)
+	op.Subscribe(func(m operator.Message) {
+		var rep wire.ConfigReported
+		if m.Stream == "config.reported" && wire.DecodeBody(m.Env, &rep, wire.DefaultLimits()) == nil {
+			reports <- rep
+		}
+	})
+	var s Status
+	getJSON(t, "https://"+r.ep.HTTPS+"/api/v1/status", &s)
+	dev, err := op.Claim(context.Background(), s.Cloud.ClaimCode, "", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait := func() wire.ConfigReported {
+		t.Helper()
+		select {
+		case rep := <-reports:
+			return rep
+		case <-time.After(20 * time.Second):
+			t.Fatal("no config report")
+		}
+		return wire.ConfigReported{}
+	}
+	// An invalid document never gets past the fleet side; send one anyway,
+	// as a hostile or buggy fleet might.
+	if err := op.PushConfig(context.Background(), dev, fleet.DesiredConfig{Version: 5, Config: []byte(`{"config_version":1,"lan":{"https_addr":7}}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if rep := wait(); rep.Applied || rep.Version != 5 || !strings.Contains(rep.Error, "lan.https_addr") {
+		t.Fatalf("bad config report: %+v", rep)
+	}
+	good := []byte(`{"config_version":1,"log_level":"debug","lan":{"https_addr":"127.0.0.1:0","http_addr":""},"watchdog":{"disabled":true},"cloud":{"telemetry_interval":"5s"}}`)
+	if err := op.PushConfig(context.Background(), dev, fleet.DesiredConfig{Version: 6, Config: good}); err != nil {
+		t.Fatal(err)
+	}
+	if rep := wait(); !rep.Applied || rep.Version != 6 {
+		t.Fatalf("good config report: %+v", rep)
+	}
+	var ep Endpoints
+	select {
+	case ep = <-r.ready:
+	case <-time.After(20 * time.Second):
+		t.Fatal("daemon did not restart on the new config")
+	}
+	r.ep = ep
+	if b, _ := os.ReadFile(filepath.Join(data, PushedConfigFile)); string(b) != string(good) {
+		t.Errorf("pushed config not kept: %s", b)
+	}
+	if err := op.PushConfig(context.Background(), dev, fleet.DesiredConfig{Version: 4, Config: good}); err != nil {
+		t.Fatal(err)
+	}
+	if rep := wait(); rep.Applied || !strings.Contains(rep.Error, "older") {
+		t.Fatalf("older config report: %+v", rep)
 	}
 }

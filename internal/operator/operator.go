@@ -327,3 +327,18 @@ func (op *Operator) Command(ctx context.Context, device, name string, args any, 
 		return wire.CommandResult{}, ctx.Err()
 	}
 }
+
+// PushConfig sends a box its desired config (retained, so a box that is
+// offline gets it when it connects).
+func (op *Operator) PushConfig(ctx context.Context, device string, d fleet.DesiredConfig) error {
+	env, err := wire.New(wire.TypeConfigDesired, time.Now(), wire.ConfigDesired{Version: d.Version, Config: d.Config})
+	if err != nil {
+		return err
+	}
+	b, err := wire.Encode(env)
+	if err != nil {
+		return err
+	}
+	_, err = op.cm.Publish(ctx, &paho.Publish{Topic: cloudlink.DownTopic(device, "config"), QoS: 1, Retain: true, Payload: b})
+	return err
+}
