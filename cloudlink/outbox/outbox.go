@@ -241,41 +241,71 @@ func (o *Outbox) AppendBatch(ctx context.Context, s Stream, payloads ...[]byte) 
 	var dropped [numStreams]int64
 	err := o.gc.Do(ctx, func(tx *bolt.Tx) error {
 		dropped = [numStreams]int64{} // a retry starts over
-		t, err := load(tx)
-		if err != nil {
-			return err
-		}
-		if err := t.makeRoom(need, o.budget, &dropped); err != nil {
-			return err
-		}
-		b := t.bucket(i)
-		b.FillPercent = fillPercent
-		now := uint64(o.clock().UnixMilli())
-		for j, p := range payloads {
-			n, err := b.NextSequence()
-			if err != nil {
-				return err
-			}
-			v := make([]byte, headerLen, headerLen+len(p)) // bbolt keeps it until commit
-			binary.BigEndian.PutUint64(v, now)
-			if err := b.Put(seqKey(Seq(n)), append(v, p...)); err != nil {
-				return err
-			}
-			seqs[j] = Seq(n)
-		}
-		t.c[i].n += int64(len(payloads))
-		t.c[i].bytes += need
-		return t.save()
+		return o.appendTx(tx, i, need, payloads, seqs, &dropped)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("outbox: append to %s: %w", s, err)
 	}
 	o.logDrops(s, dropped)
+	o.Wake()
+	return seqs, nil
+}
+
+// AppendTx appends inside the caller's read-write transaction, so that a
+// record of the caller's (an audit entry, say) and its outbox copy commit
+// together or not at all. Call Wake after the transaction has committed.
+func (o *Outbox) AppendTx(tx *bolt.Tx, s Stream, payload []byte) (Seq, error) {
+	i := index(s)
+	if i < 0 {
+		return 0, fmt.Errorf("%w: %q", ErrUnknownStream, s)
+	}
+	need := int64(len(payload)) + entryOverhead
+	if o.budget > 0 && need > o.budget {
+		return 0, fmt.Errorf("%w: %d bytes for %s, budget %d", ErrTooLarge, need, s, o.budget)
+	}
+	seqs := make([]Seq, 1)
+	var dropped [numStreams]int64
+	if err := o.appendTx(tx, i, need, [][]byte{payload}, seqs, &dropped); err != nil {
+		return 0, fmt.Errorf("outbox: append to %s: %w", s, err)
+	}
+	o.logDrops(s, dropped)
+	return seqs[0], nil
+}
+
+// Wake tells the sender that entries are waiting.
+func (o *Outbox) Wake() {
 	select {
 	case o.notify <- struct{}{}:
 	default:
 	}
-	return seqs, nil
+}
+
+func (o *Outbox) appendTx(tx *bolt.Tx, i int, need int64, payloads [][]byte, seqs []Seq, dropped *[numStreams]int64) error {
+	t, err := load(tx)
+	if err != nil {
+		return err
+	}
+	if err := t.makeRoom(need, o.budget, dropped); err != nil {
+		return err
+	}
+	b := t.bucket(i)
+	b.FillPercent = fillPercent
+	now := uint64(o.clock().UnixMilli())
+	for j, p := range payloads {
+		n, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		v := make([]byte, headerLen, headerLen+len(p)) // bbolt keeps it until commit
+		binary.BigEndian.PutUint64(v, now)
+		if err := b.Put(seqKey(Seq(n)), append(v, p...)); err != nil {
+			return err
+		}
+		seqs[j] = Seq(n)
+	}
+	t.c[i].n += int64(len(payloads))
+	t.c[i].bytes += need
+	return t.save()
 }
 
 // Next returns up to max (at least 1) entries of stream s with a sequence

@@ -126,28 +126,37 @@ func (l *Log) Record(ctx context.Context, actor, action, target, source, result 
 	if err != nil {
 		return Entry{}, err
 	}
+	var fwd []byte
+	if l.ob != nil {
+		env, err := wire.New(wire.TypeAudit, e.Time, wire.Audit{Seq: e.Seq, Prev: e.Prev, Hash: e.Hash,
+			Actor: clip(e.Actor), Action: clip(e.Action), Target: clip(e.Target), Source: clip(e.Source), Result: clip(e.Result)})
+		if err != nil {
+			return Entry{}, fmt.Errorf("audit: %w", err)
+		}
+		if fwd, err = wire.Encode(env); err != nil {
+			return Entry{}, fmt.Errorf("audit: %w", err)
+		}
+	}
+	// The entry and its copy for the fleet commit together: the fleet can
+	// never miss an entry the box kept.
 	if err := l.st.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucket)
 		if err != nil {
 			return err
 		}
-		return b.Put(binary.BigEndian.AppendUint64(nil, e.Seq), raw)
+		if err := b.Put(binary.BigEndian.AppendUint64(nil, e.Seq), raw); err != nil {
+			return err
+		}
+		if fwd != nil {
+			_, err = l.ob.AppendTx(tx, outbox.StreamAudit, fwd)
+		}
+		return err
 	}); err != nil {
 		return Entry{}, fmt.Errorf("audit: %w", err)
 	}
 	l.last = e
 	if l.ob != nil {
-		env, err := wire.New(wire.TypeAudit, e.Time, wire.Audit{Seq: e.Seq, Prev: e.Prev, Hash: e.Hash,
-			Actor: clip(e.Actor), Action: clip(e.Action), Target: clip(e.Target), Source: clip(e.Source), Result: clip(e.Result)})
-		if err == nil {
-			var b []byte
-			if b, err = wire.Encode(env); err == nil {
-				_, err = l.ob.Append(ctx, outbox.StreamAudit, b)
-			}
-		}
-		if err != nil && l.log != nil {
-			l.log.Warn("audit: could not queue an entry for the fleet", "seq", e.Seq, "err", err)
-		}
+		l.ob.Wake()
 	}
 	return e, nil
 }
