@@ -67,6 +67,8 @@ type Handler interface {
 	// HandleConfig applies (or refuses) a desired config; the report goes
 	// back to the fleet. The handler decides about versions it has seen.
 	HandleConfig(ctx context.Context, env wire.Envelope, cfg wire.ConfigDesired) wire.ConfigReported
+	// HandleRenewal takes the fleet's answer to a certificate renewal.
+	HandleRenewal(ctx context.Context, env wire.Envelope, r wire.EnrolResponse)
 }
 
 // Config configures a Link.
@@ -128,7 +130,7 @@ type Link struct {
 	attempt   atomic.Int64
 
 	wake []chan struct{} // per stream
-	cm   *autopaho.ConnectionManager
+	cm   atomic.Pointer[autopaho.ConnectionManager]
 }
 
 // New checks cfg and returns a Link; Run starts it.
@@ -335,7 +337,7 @@ func (l *Link) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cloudlink: %w", err)
 	}
-	l.cm = cm
+	l.cm.Store(cm)
 	var wg sync.WaitGroup
 	for i, s := range outbox.Streams() {
 		wg.Add(1)
@@ -387,6 +389,18 @@ func (l *Link) onUp(ctx context.Context, cm *autopaho.ConnectionManager) {
 		default:
 		}
 	}
+}
+
+// Publish sends a message straight to the broker, not through the outbox,
+// for requests that are worthless after a restart (a renewal's CSR, whose
+// key lives only in memory). It fails when the link is down.
+func (l *Link) Publish(ctx context.Context, topicSuffix string, payload []byte) error {
+	cm := l.cm.Load()
+	if cm == nil {
+		return autopaho.ConnectionDownError
+	}
+	_, err := cm.Publish(ctx, &paho.Publish{Topic: TopicRoot + "/" + l.cfg.DeviceID + "/up/" + topicSuffix, QoS: 1, Payload: payload})
+	return err
 }
 
 // sender publishes one stream in order: an entry leaves the outbox only
@@ -465,6 +479,21 @@ func (l *Link) receive(ctx context.Context, pr paho.PublishReceived) {
 		l.command(ctx, p)
 	case "config":
 		l.config(ctx, p)
+	case "renew":
+		env, err := wire.Decode(p.Payload, l.cfg.Limits)
+		var r wire.EnrolResponse
+		if err == nil && env.Type == wire.TypeEnrolResponse {
+			err = wire.DecodeBody(env, &r, l.cfg.Limits)
+		} else if err == nil {
+			err = fmt.Errorf("envelope type %s", env.Type)
+		}
+		if err != nil {
+			l.refuse(p, "malformed renewal answer", err)
+			return
+		}
+		if l.cfg.Handler != nil {
+			l.cfg.Handler.HandleRenewal(ctx, env, r)
+		}
 	default:
 		l.refuse(p, "unknown message kind "+kind, nil)
 	}

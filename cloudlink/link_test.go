@@ -104,6 +104,8 @@ func (f handlerFunc) HandleConfig(context.Context, wire.Envelope, wire.ConfigDes
 	return wire.ConfigReported{}
 }
 
+func (f handlerFunc) HandleRenewal(context.Context, wire.Envelope, wire.EnrolResponse) {}
+
 type testBox struct {
 	link *Link
 	ob   *outbox.Outbox

@@ -26,6 +26,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/outpost-gw/outpost/internal/atomicfile"
@@ -48,6 +49,7 @@ var ErrNoCertificate = errors.New("no device certificate yet (not enrolled)")
 
 // Identity is the box's key and, once enrolled, its certificate.
 type Identity struct {
+	mu        sync.RWMutex // Key, Cert, CertPEM change on renewal
 	dir       string
 	deviceID  string
 	claimCode string
@@ -187,12 +189,17 @@ func keyMatches(cert *x509.Certificate, pub *ecdsa.PublicKey) bool {
 // SetCertificate stores the fleet-signed certificate chain (PEM, leaf
 // first) for the current key, after checking it names this box.
 func (id *Identity) SetCertificate(certPEM []byte) error {
-	return id.Install(id.Key, certPEM)
+	id.mu.RLock()
+	key := id.Key
+	id.mu.RUnlock()
+	return id.Install(key, certPEM)
 }
 
 // Install replaces key and certificate together (enrolment or renewal with
 // a new key made by NewKey).
 func (id *Identity) Install(key *ecdsa.PrivateKey, certPEM []byte) error {
+	id.mu.Lock()
+	defer id.mu.Unlock()
 	cert, err := parseLeaf(certPEM)
 	if err != nil {
 		return fmt.Errorf("identity: %w", err)
@@ -212,7 +219,11 @@ func NewKey() (*ecdsa.PrivateKey, error) {
 }
 
 // Enrolled reports whether the box has a certificate.
-func (id *Identity) Enrolled() bool { return id.Cert != nil }
+func (id *Identity) Enrolled() bool {
+	id.mu.RLock()
+	defer id.mu.RUnlock()
+	return id.Cert != nil
+}
 
 // DeviceID names the box: "op-" and 16 base32 characters of the SHA-256 of
 // its first public key. It is the MQTT client id, the certificate's common
@@ -270,6 +281,8 @@ func (id *Identity) CSR(key *ecdsa.PrivateKey) ([]byte, error) {
 // TLSCertificate is the client certificate for mTLS; ErrNoCertificate
 // before enrolment.
 func (id *Identity) TLSCertificate() (tls.Certificate, error) {
+	id.mu.RLock()
+	defer id.mu.RUnlock()
 	if id.Cert == nil {
 		return tls.Certificate{}, ErrNoCertificate
 	}
@@ -288,6 +301,8 @@ func (id *Identity) TLSCertificate() (tls.Certificate, error) {
 // NeedsRenewal reports whether the certificate is older than renewAfter or
 // expires within the same span.
 func (id *Identity) NeedsRenewal(now time.Time, renewAfter time.Duration) bool {
+	id.mu.RLock()
+	defer id.mu.RUnlock()
 	if id.Cert == nil {
 		return false
 	}

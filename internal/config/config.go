@@ -51,6 +51,9 @@ type Cloud struct {
 	// OutboxBudgetMB bounds what waits for the broker while offline; beyond
 	// it telemetry is dropped first, audit last.
 	OutboxBudgetMB int `json:"outbox_budget_mb"`
+	// RenewAfter is the age at which the box gets a new key and certificate
+	// (also when its certificate expires within that span).
+	RenewAfter Duration `json:"renew_after"`
 }
 
 // LAN configures the endpoint that people on the site's network use.
@@ -94,7 +97,7 @@ func Default() Config {
 		},
 		Watchdog: Watchdog{Device: "/dev/watchdog", Interval: Duration(10 * time.Second)},
 		Storage:  Storage{GrowPerm: true},
-		Cloud:    Cloud{TelemetryInterval: Duration(time.Minute), OutboxBudgetMB: 64},
+		Cloud:    Cloud{TelemetryInterval: Duration(time.Minute), OutboxBudgetMB: 64, RenewAfter: Duration(7 * 24 * time.Hour)},
 	}
 }
 
@@ -210,6 +213,9 @@ func (c Config) Validate() error {
 	}
 	if d := c.Cloud.TelemetryInterval.D(); d < time.Second || d > 24*time.Hour {
 		return &FieldError{"cloud.telemetry_interval", fmt.Errorf("%w: %v is outside 1s..24h", ErrInvalid, d)}
+	}
+	if d := c.Cloud.RenewAfter.D(); d < time.Second || d > 365*24*time.Hour {
+		return &FieldError{"cloud.renew_after", fmt.Errorf("%w: %v is outside 1s..8760h", ErrInvalid, d)}
 	}
 	if b := c.Cloud.OutboxBudgetMB; b < 1 || b > 1<<20 {
 		return &FieldError{"cloud.outbox_budget_mb", fmt.Errorf("%w: %d is outside 1..1048576", ErrInvalid, b)}

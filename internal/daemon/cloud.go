@@ -2,12 +2,14 @@ package daemon
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,6 +31,9 @@ type cloud struct {
 	ob       *outbox.Outbox
 	link     atomic.Pointer[cloudlink.Link] // set once enrolled
 	enrolled chan struct{}
+
+	renewMu  sync.Mutex
+	renewKey *ecdsa.PrivateKey // the key of the renewal in flight
 }
 
 // setupCloud prepares identity and outbox; it needs a fleet with a claim
@@ -108,6 +113,7 @@ func (c *cloud) run(ctx context.Context) error {
 	}
 	c.link.Store(link)
 	go c.telemetry(ctx)
+	go c.renewals(ctx)
 	return link.Run(ctx)
 }
 
@@ -159,6 +165,77 @@ func (c *cloud) HandleConfig(ctx context.Context, env wire.Envelope, want wire.C
 	// Restart once the report is queued (the link queues it when we return).
 	time.AfterFunc(500*time.Millisecond, func() { d.restart(fmt.Sprintf("config v%d", want.Version)) })
 	return wire.ConfigReported{Version: want.Version, Applied: true}
+}
+
+// renewals asks the fleet for a new key's certificate once the current one
+// is RenewAfter old (or expires within that span), retrying hourly. The new
+// key exists only in memory until the certificate for it arrives; then both
+// replace the old pair in one atomic write.
+func (c *cloud) renewals(ctx context.Context) {
+	d := c.d
+	every := min(time.Hour, max(d.cfg.Cloud.RenewAfter.D()/2, time.Second))
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+		l := c.link.Load()
+		if l == nil || l.State() != cloudlink.StateOnline || !c.id.NeedsRenewal(time.Now(), d.cfg.Cloud.RenewAfter.D()) {
+			continue
+		}
+		key, err := identity.NewKey()
+		if err != nil {
+			continue
+		}
+		csr, err := c.id.CSR(key)
+		if err != nil {
+			continue
+		}
+		env, err := wire.New(wire.TypeEnrolRequest, time.Now(), wire.EnrolRequest{
+			DeviceID: c.id.DeviceID(), ClaimCode: c.id.ClaimCode(), CSR: csr, Board: d.board.String(), Version: buildinfo.Version,
+		})
+		if err != nil {
+			continue
+		}
+		b, err := wire.Encode(env)
+		if err != nil {
+			continue
+		}
+		c.renewMu.Lock()
+		c.renewKey = key
+		c.renewMu.Unlock()
+		if err := l.Publish(ctx, "renew", b); err != nil {
+			d.log.Warn("certificate renewal: request not sent", "err", err)
+			continue
+		}
+		d.log.Info("certificate renewal: asked the fleet for a new certificate")
+	}
+}
+
+// HandleRenewal installs the renewed certificate with its key.
+func (c *cloud) HandleRenewal(ctx context.Context, env wire.Envelope, r wire.EnrolResponse) {
+	d := c.d
+	c.renewMu.Lock()
+	key := c.renewKey
+	c.renewKey = nil
+	c.renewMu.Unlock()
+	switch {
+	case key == nil:
+		d.log.Warn("certificate renewal: an answer nobody asked for; ignored")
+		return
+	case r.Error != "":
+		d.log.Error("certificate renewal refused", "err", r.Error)
+		d.audit(ctx, "fleet", "renew certificate", c.id.DeviceID(), "cloud", "refused: "+r.Error)
+		return
+	}
+	if err := c.id.Install(key, r.CertPEM); err != nil {
+		d.log.Error("certificate renewal: bad certificate", "err", err)
+		d.audit(ctx, "fleet", "renew certificate", c.id.DeviceID(), "cloud", err.Error())
+		return
+	}
+	d.log.Info("certificate renewed; used from the next connection")
+	d.audit(ctx, "fleet", "renew certificate", c.id.DeviceID(), "cloud", "ok")
 }
 
 func okResult(v any) wire.CommandResult {

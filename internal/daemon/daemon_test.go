@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -327,5 +328,52 @@ func TestConfigPush(t *testing.T) {
 	}
 	if rep := wait(); rep.Applied || !strings.Contains(rep.Error, "older") {
 		t.Fatalf("older config report: %+v", rep)
+	}
+}
+
+// TestCertificateRenewal: past renew_after the box gets a new key and
+// certificate from the fleet over its own authenticated link.
+func TestCertificateRenewal(t *testing.T) {
+	f, brokerURL := testFleetBroker(t)
+	dir := t.TempDir()
+	fleetPath := filepath.Join(dir, "fleet.json")
+	writeFleetFile(t, f, brokerURL, fleetPath)
+	cfg := testConfig()
+	cfg.Cloud.RenewAfter = config.Duration(2 * time.Second)
+	data := filepath.Join(dir, "d")
+	r := start(t, Options{Config: cfg, FleetPath: fleetPath, DataDir: data})
+	defer r.stop(t)
+	op, err := operator.Connect(context.Background(), f, operator.Options{BrokerURL: brokerURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.Close()
+	op.ServeRenewals(context.Background())
+	var s Status
+	getJSON(t, "https://"+r.ep.HTTPS+"/api/v1/status", &s)
+	dev, err := op.Claim(context.Background(), s.Cloud.ClaimCode, "", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemPath := filepath.Join(data, "identity", "device.pem")
+	var first []byte
+	for deadline := time.Now().Add(10 * time.Second); len(first) == 0 || !bytes.Contains(first, []byte("CERTIFICATE")); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not enrolled")
+		}
+		first, _ = os.ReadFile(pemPath)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		devs, _ := f.Devices()
+		now, _ := os.ReadFile(pemPath)
+		if len(devs) == 1 && len(devs[0].Serials) >= 2 && !bytes.Equal(now, first) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no renewal: registry %+v", devs)
+		}
+	}
+	if res, err := op.Command(context.Background(), dev, "ping", nil, 10*time.Second); err != nil || !res.OK {
+		t.Fatalf("ping after renewal: %+v %v", res, err)
 	}
 }

@@ -342,3 +342,34 @@ func (op *Operator) PushConfig(ctx context.Context, device string, d fleet.Desir
 	_, err = op.cm.Publish(ctx, &paho.Publish{Topic: cloudlink.DownTopic(device, "config"), QoS: 1, Retain: true, Payload: b})
 	return err
 }
+
+// ServeRenewals answers boxes that ask for a new certificate over their
+// authenticated connection (the broker's ACL proves the id in the topic).
+func (op *Operator) ServeRenewals(ctx context.Context) {
+	op.Subscribe(func(m Message) {
+		if m.Stream != "renew" {
+			return
+		}
+		var r wire.EnrolRequest
+		resp := wire.EnrolResponse{DeviceID: m.Device}
+		if m.Env.Type != wire.TypeEnrolRequest || wire.DecodeBody(m.Env, &r, wire.DefaultLimits()) != nil {
+			resp.Error = "malformed renewal request"
+		} else if chain, err := op.f.Renew(m.Device, r.CSR); err != nil {
+			resp.Error = err.Error()
+		} else {
+			resp.CertPEM, resp.CAPEM = chain, op.f.CAPEM()
+		}
+		env, err := wire.New(wire.TypeEnrolResponse, time.Now(), resp)
+		if err != nil {
+			op.log.Warn("operator: renewal answer", "device", m.Device, "err", err)
+			return
+		}
+		b, _ := wire.Encode(env)
+		go func() {
+			if _, err := op.cm.Publish(ctx, &paho.Publish{Topic: cloudlink.DownTopic(m.Device, "renew"), QoS: 1, Payload: b}); err != nil {
+				op.log.Warn("operator: renewal answer not sent", "device", m.Device, "err", err)
+			}
+		}()
+		op.log.Info("operator: renewed a box's certificate", "device", m.Device, "error", resp.Error)
+	})
+}
