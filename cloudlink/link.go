@@ -404,33 +404,28 @@ func (l *Link) Publish(ctx context.Context, topicSuffix string, payload []byte) 
 }
 
 // sender publishes one stream in order: an entry leaves the outbox only
-// after the broker's PUBACK. After a failure it retries the same entry (same
-// message id, so the receiver can drop the duplicate).
+// after the broker's PUBACK. After a failure it retries from the first
+// unacknowledged entry (same message id, so the receiver can drop the
+// duplicate). Acknowledged entries are deleted in batches by an acker, so
+// the fsync of a delete never stalls the next publish.
 func (l *Link) sender(ctx context.Context, cm *autopaho.ConnectionManager, s outbox.Stream, wake <-chan struct{}) {
 	topic := UpTopic(l.cfg.DeviceID, s)
+	acks := make(chan outbox.Seq, 4096)
+	ackerDone := make(chan struct{})
+	go l.acker(s, acks, ackerDone)
+	defer func() { close(acks); <-ackerDone }()
 	var after outbox.Seq
-	var acks []outbox.Seq
-	flush := func() {
-		if len(acks) == 0 {
-			return
-		}
-		if err := l.cfg.Outbox.Ack(ctx, s, acks...); err != nil && ctx.Err() == nil {
-			l.log.Error("cloud link: outbox ack failed", "stream", s, "err", err)
-		}
-		acks = acks[:0]
-	}
 	for ctx.Err() == nil {
 		if err := cm.AwaitConnection(ctx); err != nil {
 			return
 		}
-		entries, err := l.cfg.Outbox.Next(s, after, 64)
+		entries, err := l.cfg.Outbox.Next(s, after, 256)
 		if err != nil {
 			l.log.Error("cloud link: outbox read failed", "stream", s, "err", err)
 			sleep(ctx, time.Second)
 			continue
 		}
 		if len(entries) == 0 {
-			flush()
 			select {
 			case <-ctx.Done():
 				return
@@ -443,7 +438,6 @@ func (l *Link) sender(ctx context.Context, cm *autopaho.ConnectionManager, s out
 			start := time.Now()
 			_, err := cm.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: e.Payload})
 			if err != nil {
-				flush()
 				if ctx.Err() == nil {
 					l.log.Debug("cloud link: publish failed; will retry", "stream", s, "seq", e.Seq, "err", err)
 					sleep(ctx, 200*time.Millisecond)
@@ -453,9 +447,35 @@ func (l *Link) sender(ctx context.Context, cm *autopaho.ConnectionManager, s out
 			l.rtt.Store(int64(time.Since(start)))
 			l.published.Add(1)
 			after = e.Seq
-			acks = append(acks, e.Seq)
+			acks <- e.Seq
 		}
-		flush()
+	}
+}
+
+// acker deletes acknowledged entries, as many per transaction as have
+// arrived; it finishes what it has when acks closes.
+func (l *Link) acker(s outbox.Stream, acks <-chan outbox.Seq, done chan<- struct{}) {
+	defer close(done)
+	batch := make([]outbox.Seq, 0, 256)
+	for seq := range acks {
+		batch = append(batch[:0], seq)
+	more:
+		for len(batch) < cap(batch) {
+			select {
+			case q, ok := <-acks:
+				if !ok {
+					break more
+				}
+				batch = append(batch, q)
+			default:
+				break more
+			}
+		}
+		// Not the link's context: acks of delivered messages must land even
+		// while the link shuts down.
+		if err := l.cfg.Outbox.Ack(context.Background(), s, batch...); err != nil {
+			l.log.Error("cloud link: outbox ack failed (entries will be sent again)", "stream", s, "err", err)
+		}
 	}
 }
 
