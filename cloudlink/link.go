@@ -110,8 +110,10 @@ type Stats struct {
 	Published  int64
 	Refused    int64 // inbound messages refused (malformed, replayed, stale)
 	RTT        time.Duration
-	BytesUp    int64
+	BytesUp    int64 // on the wire, TLS included
 	BytesDown  int64
+	// SentByStream counts delivered payload bytes per stream since start.
+	SentByStream map[outbox.Stream]int64
 }
 
 // Link is a running cloud link.
@@ -129,8 +131,9 @@ type Link struct {
 	bytesDown atomic.Int64
 	attempt   atomic.Int64
 
-	wake []chan struct{} // per stream
-	cm   atomic.Pointer[autopaho.ConnectionManager]
+	wake   []chan struct{} // per stream
+	cm     atomic.Pointer[autopaho.ConnectionManager]
+	sentBy map[outbox.Stream]*atomic.Int64 // payload bytes delivered, per stream
 }
 
 // New checks cfg and returns a Link; Run starts it.
@@ -175,8 +178,10 @@ func New(cfg Config) (*Link, error) {
 	l := &Link{cfg: cfg, log: cfg.Log}
 	l.state.Store(StateOffline)
 	l.lastErr.Store("")
-	for range outbox.Streams() {
+	l.sentBy = map[outbox.Stream]*atomic.Int64{}
+	for _, s := range outbox.Streams() {
 		l.wake = append(l.wake, make(chan struct{}, 1))
+		l.sentBy[s] = new(atomic.Int64)
 	}
 	return l, nil
 }
@@ -193,7 +198,16 @@ func (l *Link) Stats() Stats {
 		Published: l.published.Load(), Refused: l.refused.Load(),
 		RTT:     time.Duration(l.rtt.Load()),
 		BytesUp: l.bytesUp.Load(), BytesDown: l.bytesDown.Load(),
+		SentByStream: l.sentByStream(),
 	}
+}
+
+func (l *Link) sentByStream() map[outbox.Stream]int64 {
+	m := make(map[outbox.Stream]int64, len(l.sentBy))
+	for s, n := range l.sentBy {
+		m[s] = n.Load()
+	}
+	return m
 }
 
 func (l *Link) setState(s State) {
@@ -446,6 +460,7 @@ func (l *Link) sender(ctx context.Context, cm *autopaho.ConnectionManager, s out
 			}
 			l.rtt.Store(int64(time.Since(start)))
 			l.published.Add(1)
+			l.sentBy[s].Add(int64(len(e.Payload)))
 			after = e.Seq
 			acks <- e.Seq
 		}

@@ -54,6 +54,10 @@ type Cloud struct {
 	// RenewAfter is the age at which the box gets a new key and certificate
 	// (also when its certificate expires within that span).
 	RenewAfter Duration `json:"renew_after"`
+	// DataAlertMBPerDay raises a data_usage event once a day when the link
+	// has moved more than this many MB (up and down) that day; 0: off. Push
+	// it to a group to set a group's threshold.
+	DataAlertMBPerDay int `json:"data_alert_mb_per_day"`
 }
 
 // LAN configures the endpoint that people on the site's network use.
@@ -216,6 +220,9 @@ func (c Config) Validate() error {
 	}
 	if d := c.Cloud.RenewAfter.D(); d < time.Second || d > 365*24*time.Hour {
 		return &FieldError{"cloud.renew_after", fmt.Errorf("%w: %v is outside 1s..8760h", ErrInvalid, d)}
+	}
+	if c.Cloud.DataAlertMBPerDay < 0 {
+		return &FieldError{"cloud.data_alert_mb_per_day", fmt.Errorf("%w: negative", ErrInvalid)}
 	}
 	if b := c.Cloud.OutboxBudgetMB; b < 1 || b > 1<<20 {
 		return &FieldError{"cloud.outbox_budget_mb", fmt.Errorf("%w: %d is outside 1..1048576", ErrInvalid, b)}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -250,8 +251,9 @@ func okResult(v any) wire.CommandResult {
 func (c *cloud) telemetry(ctx context.Context) {
 	t := time.NewTicker(c.d.cfg.Cloud.TelemetryInterval.D())
 	defer t.Stop()
+	var meter usageMeter
 	for {
-		c.report(ctx)
+		c.report(ctx, &meter)
 		select {
 		case <-ctx.Done():
 			return
@@ -260,7 +262,7 @@ func (c *cloud) telemetry(ctx context.Context) {
 	}
 }
 
-func (c *cloud) report(ctx context.Context) {
+func (c *cloud) report(ctx context.Context, meter *usageMeter) {
 	s := c.d.status()
 	m := map[string]float64{
 		"uptime_s":            float64(s.UptimeS),
@@ -280,6 +282,15 @@ func (c *cloud) report(ctx context.Context) {
 		m["link_bytes_up"] = float64(ls.BytesUp)
 		m["link_bytes_down"] = float64(ls.BytesDown)
 		m["link_refused"] = float64(ls.Refused)
+		if u, err := c.updateUsage(ctx, meter, ls, time.Now()); err == nil {
+			m["usage_today_up_bytes"] = float64(u.UpBytes)
+			m["usage_today_down_bytes"] = float64(u.DownBytes)
+			for s, n := range u.ByStream {
+				m["usage_today_"+strings.ReplaceAll(s, ".", "_")+"_bytes"] = float64(n)
+			}
+		} else {
+			c.d.log.Warn("data usage not recorded", "err", err)
+		}
 	}
 	if obs, err := c.ob.Stats(); err == nil {
 		var depth, dropped int64
