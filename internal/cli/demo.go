@@ -67,6 +67,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer op.Close()
 	go op.ClaimAll(ctx) // in the demo the operator approves every box at once
+	op.ServeRenewals(ctx)
 
 	cfg := config.Default()
 	cfg.LAN.HTTPSAddr = *listen

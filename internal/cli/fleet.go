@@ -341,3 +341,49 @@ func runFleetEvents(ctx context.Context, args []string, stdout, stderr io.Writer
 	<-ctx.Done()
 	return nil
 }
+
+// runFleetServe is the fleet's long-running service: it answers boxes'
+// certificate renewals and logs what they report. It keeps a persistent
+// session, so nothing sent while it was down is lost.
+func runFleetServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("fleet serve", stderr)
+	dir := fleetDirFlag(fs)
+	broker := fs.String("broker", "", "broker URL (default: the fleet file's)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	f, err := fleet.Open(*dir)
+	if err != nil {
+		return err
+	}
+	raw := *broker
+	if raw == "" {
+		ff, err := config.LoadFleet(f.FleetFilePath())
+		if err != nil {
+			return err
+		}
+		raw = ff.BrokerURL
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	op, err := operator.Connect(ctx, f, operator.Options{BrokerURL: u, ClientID: "outpost-fleet-serve", Persistent: true})
+	if err != nil {
+		return err
+	}
+	defer op.Close()
+	op.ServeRenewals(ctx)
+	var mu sync.Mutex
+	op.Subscribe(func(m operator.Message) {
+		if m.Stream == "telemetry" {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(stdout, "%s %s %s %s\n", m.Env.Time.Format(time.RFC3339), m.Device, m.Stream, wire.Describe(m.Env))
+	})
+	fmt.Fprintf(stdout, "serving fleet %s on %s (renewals; events below). Ctrl-C stops.\n", f.Name, u.Redacted())
+	<-ctx.Done()
+	return nil
+}
