@@ -239,7 +239,7 @@ func (d *Dialer) dialWebSocket(ctx context.Context, u *url.URL, timeout time.Dur
 			}
 			return nil, fmt.Errorf("broker WebSocket %s: %s: %w", u.Redacted(), resp.Status, err)
 		}
-		if strings.Contains(err.Error(), "proxy") && strings.Contains(err.Error(), "407") {
+		if d.Proxy != nil && (strings.Contains(err.Error(), "Proxy Authentication Required") || strings.Contains(err.Error(), "407")) {
 			return nil, fmt.Errorf("%w: %v", ErrProxyAuth, err)
 		}
 		return nil, explainTLS(err)

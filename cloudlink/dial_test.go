@@ -129,3 +129,5 @@ func TestDial(t *testing.T) {
 	}
 	var _ net.Conn
 }
+
+func errorsIs(err, target error) bool { return errors.Is(err, target) }
