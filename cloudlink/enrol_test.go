@@ -28,23 +28,12 @@ func fleetBroker(t *testing.T) (*fleet.Fleet, *url.URL) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cf, kf := f.BrokerCertFiles()
-	cert, err := tls.LoadX509KeyPair(cf, kf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	br, err := broker.Start(broker.Options{
-		TLSAddr: "127.0.0.1:0",
-		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: f.CAPool(),
-			ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12},
-		IsRevoked: f.IsRevoked,
-	})
+	br, err := broker.StartFleet(f, "127.0.0.1:0", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { br.Close() })
-	u, _ := url.Parse("mqtts://" + br.TLSAddr())
-	return f, u
+	return f, br.URL()
 }
 
 type box struct {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,17 +39,12 @@ func TestOutpostdKill9NothingLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cf, kf := f.BrokerCertFiles()
-	cert, _ := tls.LoadX509KeyPair(cf, kf)
-	br, err := broker.Start(broker.Options{
-		TLSAddr: "127.0.0.1:0",
-		TLS:     &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: f.CAPool(), ClientAuth: tls.RequireAndVerifyClientCert},
-	})
+	br, err := broker.StartFleet(f, "127.0.0.1:0", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer br.Close()
-	brokerURL, _ := url.Parse("mqtts://" + br.TLSAddr())
+	brokerURL := br.URL()
 	ff, _ := config.LoadFleet(f.FleetFilePath())
 	ff.BrokerURL = brokerURL.String()
 	fb, _ := json.Marshal(ff)

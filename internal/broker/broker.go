@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -166,3 +167,35 @@ func Allowed(user, clientID, topic string, write bool) bool {
 	}
 	return strings.HasPrefix(topic, own+"down/")
 }
+
+// FleetTLS is the broker side of the fleet's mTLS: the fleet's broker
+// certificate, client certificates required and checked against the fleet CA.
+type FleetTLS interface {
+	BrokerCertFiles() (cert, key string)
+	CAPool() *x509.CertPool
+	IsRevoked(*x509.Certificate) (bool, error)
+}
+
+// StartFleet starts a broker that enforces a fleet's rules on one mTLS
+// listener at addr (e.g. 127.0.0.1:0): the demo's broker and the tests'.
+func StartFleet(f FleetTLS, addr string, log *slog.Logger) (*Broker, error) {
+	cf, kf := f.BrokerCertFiles()
+	cert, err := tls.LoadX509KeyPair(cf, kf)
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	return Start(Options{
+		TLSAddr: addr,
+		TLS: &tls.Config{
+			Certificates: []tls.Certificate{cert},
+			ClientCAs:    f.CAPool(),
+			ClientAuth:   tls.RequireAndVerifyClientCert,
+			MinVersion:   tls.VersionTLS12,
+		},
+		IsRevoked: f.IsRevoked,
+		Log:       log,
+	})
+}
+
+// URL is the mqtts:// URL of the TLS listener.
+func (b *Broker) URL() *url.URL { return &url.URL{Scheme: "mqtts", Host: b.tlsAddr} }

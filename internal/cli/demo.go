@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -108,23 +107,11 @@ func demoFleet(dir string, log *slog.Logger) (*fleet.Fleet, *url.URL, func(), er
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	cf, kf := f.BrokerCertFiles()
-	cert, err := tls.LoadX509KeyPair(cf, kf)
+	br, err := broker.StartFleet(f, "127.0.0.1:0", log.With("component", "broker"))
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	br, err := broker.Start(broker.Options{
-		TLSAddr: "127.0.0.1:0",
-		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: f.CAPool(),
-			ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12},
-		IsRevoked: f.IsRevoked,
-		Log:       log.With("component", "broker"),
-	})
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	u := &url.URL{Scheme: "mqtts", Host: br.TLSAddr()}
-	return f, u, func() { br.Close() }, nil
+	return f, br.URL(), func() { br.Close() }, nil
 }
 
 // writeFleet writes the fleet file for a box, pointing at brokerURL.

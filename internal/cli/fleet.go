@@ -97,8 +97,9 @@ Keep %s private: it holds the fleet CA and signing keys.
 	return nil
 }
 
-// connectOperator opens the fleet and connects to its broker.
-func connectOperator(ctx context.Context, dir, brokerOverride string) (*fleet.Fleet, *operator.Operator, error) {
+// connectOperator opens the fleet and connects to its broker (the fleet
+// file's unless overridden) as the operator.
+func connectOperator(ctx context.Context, dir, brokerOverride string, o operator.Options) (*fleet.Fleet, *operator.Operator, error) {
 	f, err := fleet.Open(dir)
 	if err != nil {
 		return nil, nil, err
@@ -111,11 +112,10 @@ func connectOperator(ctx context.Context, dir, brokerOverride string) (*fleet.Fl
 		}
 		raw = ff.BrokerURL
 	}
-	u, err := url.Parse(raw)
-	if err != nil {
+	if o.BrokerURL, err = url.Parse(raw); err != nil {
 		return nil, nil, fmt.Errorf("broker URL: %w", err)
 	}
-	op, err := operator.Connect(ctx, f, operator.Options{BrokerURL: u})
+	op, err := operator.Connect(ctx, f, o)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -132,7 +132,7 @@ func runFleetClaim(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	_, op, err := connectOperator(ctx, *dir, *broker)
+	_, op, err := connectOperator(ctx, *dir, *broker, operator.Options{})
 	if err != nil {
 		return err
 	}
@@ -198,7 +198,7 @@ func runFleetCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	_, op, err := connectOperator(ctx, *dir, *broker)
+	_, op, err := connectOperator(ctx, *dir, *broker, operator.Options{})
 	if err != nil {
 		return err
 	}
@@ -233,7 +233,7 @@ func runFleetWatch(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	_, op, err := connectOperator(ctx, *dir, *broker)
+	_, op, err := connectOperator(ctx, *dir, *broker, operator.Options{})
 	if err != nil {
 		return err
 	}
@@ -319,7 +319,7 @@ func runFleetEvents(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	_, op, err := connectOperator(ctx, *dir, *broker)
+	_, op, err := connectOperator(ctx, *dir, *broker, operator.Options{})
 	if err != nil {
 		return err
 	}
@@ -352,23 +352,7 @@ func runFleetServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	f, err := fleet.Open(*dir)
-	if err != nil {
-		return err
-	}
-	raw := *broker
-	if raw == "" {
-		ff, err := config.LoadFleet(f.FleetFilePath())
-		if err != nil {
-			return err
-		}
-		raw = ff.BrokerURL
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return err
-	}
-	op, err := operator.Connect(ctx, f, operator.Options{BrokerURL: u, ClientID: "outpost-fleet-serve", Persistent: true})
+	f, op, err := connectOperator(ctx, *dir, *broker, operator.Options{ClientID: "outpost-fleet-serve", Persistent: true})
 	if err != nil {
 		return err
 	}
@@ -383,7 +367,7 @@ func runFleetServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 		defer mu.Unlock()
 		fmt.Fprintf(stdout, "%s %s %s %s\n", m.Env.Time.Format(time.RFC3339), m.Device, m.Stream, wire.Describe(m.Env))
 	})
-	fmt.Fprintf(stdout, "serving fleet %s on %s (renewals; events below). Ctrl-C stops.\n", f.Name, u.Redacted())
+	fmt.Fprintf(stdout, "serving fleet %s (renewals; events below). Ctrl-C stops.\n", f.Name)
 	<-ctx.Done()
 	return nil
 }

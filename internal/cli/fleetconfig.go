@@ -10,6 +10,7 @@ import (
 
 	"github.com/outpost-gw/outpost/internal/atomicfile"
 	"github.com/outpost-gw/outpost/internal/fleet"
+	"github.com/outpost-gw/outpost/internal/operator"
 )
 
 // runFleetConfigPush stores a config as the desired config of a box or of
@@ -34,7 +35,7 @@ func runFleetConfigPush(ctx context.Context, args []string, stdout, stderr io.Wr
 }
 
 func pushConfig(ctx context.Context, dir, broker, to string, doc []byte, stdout io.Writer) error {
-	f, op, err := connectOperator(ctx, dir, broker)
+	f, op, err := connectOperator(ctx, dir, broker, operator.Options{})
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"crypto/tls"
 	"encoding/json"
 	"net/url"
 	"os"
@@ -19,23 +18,12 @@ func testFleetBroker(t *testing.T) (*fleet.Fleet, *url.URL) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cf, kf := f.BrokerCertFiles()
-	cert, err := tls.LoadX509KeyPair(cf, kf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	br, err := broker.Start(broker.Options{
-		TLSAddr: "127.0.0.1:0",
-		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: f.CAPool(),
-			ClientAuth: tls.RequireAndVerifyClientCert},
-		IsRevoked: f.IsRevoked,
-	})
+	br, err := broker.StartFleet(f, "127.0.0.1:0", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { br.Close() })
-	u, _ := url.Parse("mqtts://" + br.TLSAddr())
-	return f, u
+	return f, br.URL()
 }
 
 // writeFleetFile writes f's fleet file pointing at the test broker.
