@@ -4,9 +4,8 @@ import (
 	"sync"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/outpost-gw/outpost/cloudlink/wire"
+	"github.com/outpost-gw/outpost/internal/store"
 )
 
 // Dedup remembers message ids until they expire, so that a replayed command
@@ -43,44 +42,14 @@ func (m *MemoryDedup) FirstSeen(id wire.ID, until time.Time) (bool, error) {
 	return true, nil
 }
 
-// BoltDedup keeps ids in a bbolt bucket, so a command replayed after a
-// reboot is still refused. Expired ids are pruned as new ones arrive.
-type BoltDedup struct {
-	DB  *bolt.DB
-	Now func() time.Time
+// StoreDedup keeps ids in the state store, so a command replayed after a
+// reboot is still refused.
+type StoreDedup struct {
+	Store *store.Store
+	Now   func() time.Time
 }
 
-var dedupBucket = []byte("cloudlink_seen")
-
-// FirstSeen implements Dedup in one fsynced transaction.
-func (b *BoltDedup) FirstSeen(id wire.ID, until time.Time) (bool, error) {
-	first := false
-	err := b.DB.Update(func(tx *bolt.Tx) error {
-		bk, err := tx.CreateBucketIfNotExists(dedupBucket)
-		if err != nil {
-			return err
-		}
-		if bk.Get(id[:]) != nil {
-			return nil
-		}
-		first = true
-		exp, _ := until.MarshalBinary()
-		if err := bk.Put(id[:], exp); err != nil {
-			return err
-		}
-		// Ids begin with their time, so the oldest come first.
-		now := b.Now()
-		c := bk.Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			var t time.Time
-			if t.UnmarshalBinary(v) == nil && t.After(now) {
-				break
-			}
-			if err := c.Delete(); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	return first, err
+// FirstSeen implements Dedup.
+func (d *StoreDedup) FirstSeen(id wire.ID, until time.Time) (bool, error) {
+	return d.Store.SeenOnce("cloudlink_seen", id[:], until, d.Now())
 }

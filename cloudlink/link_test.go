@@ -130,7 +130,7 @@ func startBox(t *testing.T, addr, device string, h Handler) *testBox {
 		Certificate: func() (tls.Certificate, error) { return tls.Certificate{}, nil },
 		Outbox:      ob,
 		Handler:     h,
-		Dedup:       &BoltDedup{DB: st.DB(), Now: time.Now},
+		Dedup:       &StoreDedup{Store: st, Now: time.Now},
 		MinBackoff:  50 * time.Millisecond,
 		MaxBackoff:  time.Second,
 	})

@@ -30,6 +30,8 @@ func commands() []command {
 		{"fleet config push", "--to DEVICE|group:NAME --file CONFIG.json [--dir D]", "set and send the desired config of a box or a group", runFleetConfigPush},
 		{"fleet config export", "DEVICE [--out FILE] [--dir D]", "write a box's config, to move it to a replacement box", runFleetConfigExport},
 		{"fleet config import", "DEVICE --file FILE [--dir D]", "push an exported config to a (replacement) box", runFleetConfigImport},
+		{"fleet token", "--user U --device D --camera C... [--allow live,playback,export,admin] [--ttl 1h] [--single-use]", "mint a viewer token the box verifies offline", runFleetToken},
+		{"fleet audit", "DEVICE [--dir D]", "show a box's audit trail as the fleet received it, and verify its chain", runFleetAudit},
 		{"fleet serve", "[--dir D]", "the fleet's service: answer certificate renewals, log what boxes report", runFleetServe},
 		{"fleet watch", "[--dir D] [--every 2s]", "a live table of boxes: online, version, health, alerts", runFleetWatch},
 		{"fleet events", "[--dir D]", "follow events, audit entries and command results", runFleetEvents},

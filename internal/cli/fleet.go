@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/outpost-gw/outpost/cloudlink/wire"
+	"github.com/outpost-gw/outpost/internal/audit"
 	"github.com/outpost-gw/outpost/internal/config"
 	"github.com/outpost-gw/outpost/internal/fleet"
 	"github.com/outpost-gw/outpost/internal/operator"
@@ -365,6 +366,15 @@ func runFleetServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		mu.Lock()
 		defer mu.Unlock()
+		if m.Stream == "audit" {
+			var a wire.Audit
+			if err := wire.DecodeBody(m.Env, &a, wire.DefaultLimits()); err == nil {
+				if err := f.AppendAudit(m.Device, audit.Entry{Seq: a.Seq, Time: m.Env.Time, Prev: a.Prev, Hash: a.Hash,
+					Actor: a.Actor, Action: a.Action, Target: a.Target, Source: a.Source, Result: a.Result}); err != nil {
+					fmt.Fprintf(stderr, "keeping audit entry %d of %s: %v\n", a.Seq, m.Device, err)
+				}
+			}
+		}
 		fmt.Fprintf(stdout, "%s %s %s %s\n", m.Env.Time.Format(time.RFC3339), m.Device, m.Stream, wire.Describe(m.Env))
 	})
 	fmt.Fprintf(stdout, "serving fleet %s (renewals; events below). Ctrl-C stops.\n", f.Name)

@@ -3,9 +3,13 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/outpost-gw/outpost/internal/fleet"
+	"github.com/outpost-gw/outpost/internal/tokens"
 )
 
 func TestFleetInitDevicesRevoke(t *testing.T) {
@@ -32,5 +36,26 @@ func TestFleetInitDevicesRevoke(t *testing.T) {
 	}
 	if code, out := run("fleet", "devices", "--dir", filepath.Join(t.TempDir(), "none")); code == 0 || !strings.Contains(out, "fleet init") {
 		t.Errorf("devices without a fleet: %d %s", code, out)
+	}
+}
+
+func TestFleetToken(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "fleet")
+	var out bytes.Buffer
+	if code := Main(context.Background(), []string{"fleet", "init", "--dir", dir, "--name", "acme", "--broker-url", "mqtts://b:8883"}, &out, &out); code != 0 {
+		t.Fatal(out.String())
+	}
+	out.Reset()
+	if code := Main(context.Background(), []string{"fleet", "token", "--dir", dir, "--user", "ana", "--device", "op-x", "--camera", "door", "--allow", "live,playback", "--ttl", "10m"}, &out, &out); code != 0 {
+		t.Fatal(out.String())
+	}
+	f, _ := fleet.Open(dir)
+	c, err := tokens.Parse(strings.TrimSpace(out.String()), f.SigningKey().Public().(ed25519.PublicKey))
+	if err != nil || c.User != "ana" || c.Grants("door", "playback") != nil || c.Grants("door", "export") == nil {
+		t.Fatalf("token: %+v %v", c, err)
+	}
+	out.Reset()
+	if code := Main(context.Background(), []string{"fleet", "token", "--dir", dir, "--user", "ana", "--device", "op-x", "--camera", "door", "--allow", "fly"}, &out, &out); code != 2 {
+		t.Errorf("unknown action accepted: %s", out.String())
 	}
 }

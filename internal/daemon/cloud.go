@@ -106,7 +106,7 @@ func (c *cloud) run(ctx context.Context) error {
 		Proxy:       proxy,
 		Outbox:      c.ob,
 		Handler:     c,
-		Dedup:       &cloudlink.BoltDedup{DB: d.st.DB(), Now: time.Now},
+		Dedup:       &cloudlink.StoreDedup{Store: d.st, Now: time.Now},
 		Log:         log,
 	})
 	if err != nil {

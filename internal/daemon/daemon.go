@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/outpost-gw/outpost/cloudlink/outbox"
+	"github.com/outpost-gw/outpost/cloudlink/wire"
 	"github.com/outpost-gw/outpost/hardware"
 	"github.com/outpost-gw/outpost/internal/audit"
 	"github.com/outpost-gw/outpost/internal/buildinfo"
@@ -209,6 +210,9 @@ func (d *daemon) run(ctx context.Context) error {
 		// Tampering or corruption: say so loudly, keep auditing.
 		d.log.Error("audit log chain does not verify", "err", err)
 		d.audit(ctx, "system", "audit verify", "audit log", "", err.Error())
+		if d.cloud != nil {
+			d.cloud.event(ctx, "audit_chain_broken", wire.SeverityCritical, err.Error(), nil)
+		}
 	} else if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -154,4 +155,33 @@ func BenchmarkGroupCommit(b *testing.B) {
 			}
 		})
 	})
+}
+
+func TestSeenOnce(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	now := time.Unix(1000, 0)
+	for _, tc := range []struct {
+		key   string
+		until time.Time
+		now   time.Time
+		first bool
+	}{
+		{"a", now.Add(time.Minute), now, true},
+		{"a", now.Add(time.Minute), now, false},
+		{"b", now.Add(time.Second), now, true},
+		{"c", now.Add(time.Hour), now.Add(2 * time.Second), true}, // prunes b
+		{"b", now.Add(time.Hour), now.Add(2 * time.Second), true}, // b had expired: new again
+	} {
+		first, err := s.SeenOnce("seen", []byte(tc.key), tc.until, tc.now)
+		if err != nil || first != tc.first {
+			t.Errorf("SeenOnce(%s) = %v, %v; want %v", tc.key, first, err, tc.first)
+		}
+	}
+	s.Close()
+	s = open(t, dir) // a replay after a reboot is still refused
+	defer s.Close()
+	if first, _ := s.SeenOnce("seen", []byte("a"), now.Add(time.Minute), now); first {
+		t.Error("id forgotten across reopen")
+	}
 }
