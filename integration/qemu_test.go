@@ -18,6 +18,9 @@ import (
 	"time"
 
 	"github.com/outpost-gw/outpost/hardware/permgrow"
+	"github.com/outpost-gw/outpost/internal/broker"
+	"github.com/outpost-gw/outpost/internal/fleet"
+	"github.com/outpost-gw/outpost/internal/operator"
 )
 
 // vm is the amd64 image running under qemu (TCG: KVM fails on these
@@ -34,7 +37,7 @@ type vm struct {
 
 // bootVM starts qemu on img. Every packet the guest sends or receives is
 // dumped to a pcap file, so a test can check what it tried to reach.
-func bootVM(t *testing.T, img string) *vm {
+func bootVM(t *testing.T, img string, netOpts ...string) *vm {
 	t.Helper()
 	requireTools(t, "qemu-system-x86_64")
 	dir := t.TempDir()
@@ -50,7 +53,7 @@ func bootVM(t *testing.T, img string) *vm {
 		"-display", "none", "-monitor", "none", "-no-reboot",
 		"-serial", "file:"+v.serial,
 		"-drive", "file="+img+",format=raw,if=virtio",
-		"-netdev", fmt.Sprintf("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:443", v.httpsPort),
+		"-netdev", fmt.Sprintf("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:443", v.httpsPort)+strings.Join(append([]string{""}, netOpts...), ","),
 		"-device", "e1000,netdev=n0",
 		"-object", "filter-dump,id=dump0,netdev=n0,file="+v.pcap,
 	)
@@ -142,25 +145,63 @@ type status struct {
 	DataDisk  struct {
 		TotalBytes uint64 `json:"total_bytes"`
 	} `json:"data_disk"`
+	Cloud struct {
+		DeviceID  string `json:"device_id"`
+		Enrolled  bool   `json:"enrolled"`
+		State     string `json:"state"`
+		LastError string `json:"last_error"`
+	} `json:"cloud"`
 }
 
+// guestBroker is where the VM finds the fleet's broker: qemu forwards the
+// guest's connections to this address to a broker on the host's loopback.
+const guestBroker = "10.0.2.100:8883"
+
 // TestImageBootsInQEMU is the walking skeleton end to end: build the amd64
-// image with the CLI, write it to a disk larger than the image (as an
-// installer's SSD is), boot it, and ask the box over the forwarded HTTPS
-// port. Then cut the power and boot again: state in /perm survives.
+// image with the CLI and a real fleet, write it to a disk larger than the
+// image (as an installer's SSD is), boot it, ask the box over the forwarded
+// HTTPS port, and watch it enrol with the fleet's broker on the host (through
+// guestfwd) and report. Then cut the power and boot again: state in /perm
+// survives and the box reconnects as itself.
 func TestImageBootsInQEMU(t *testing.T) {
 	requireTools(t, "qemu-system-x86_64", "mkfs.ext4")
 	version := fmt.Sprintf("itest-%d", time.Now().Unix())
-	fleet := filepath.Join(t.TempDir(), "fleet.json")
-	os.WriteFile(fleet, []byte(`{"name":"itest-fleet","broker_url":"mqtts://broker.fleet.invalid:8883"}`), 0o600)
-	img := buildImage(t, "amd64", version, "--fleet", fleet)
+	f, err := fleet.Init(filepath.Join(t.TempDir(), "fleet"), fleet.InitOptions{
+		Name: "itest-fleet", BrokerURL: "mqtts://" + guestBroker, BrokerHosts: []string{"10.0.2.100", "127.0.0.1"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := buildImage(t, "amd64", version, "--fleet", f.FleetFilePath())
+
+	br, err := broker.StartFleet(f, "127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer br.Close()
+	op, err := operator.Connect(t.Context(), f, operator.Options{BrokerURL: br.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.Close()
+	go op.ClaimAll(t.Context())
+	telemetry := make(chan string, 100)
+	op.Subscribe(func(m operator.Message) {
+		if m.Stream == "telemetry" {
+			select {
+			case telemetry <- m.Device:
+			default:
+			}
+		}
+	})
+	fwd := "guestfwd=tcp:" + guestBroker + "-cmd:" + stdiopipe(t) + " " + br.URL().Host
 
 	const diskBytes = 3 << 30
 	if err := os.Truncate(img, diskBytes); err != nil {
 		t.Fatal(err)
 	}
 
-	v := bootVM(t, img)
+	v := bootVM(t, img, fwd)
 	start := time.Now()
 	var h health
 	cert1 := v.getJSON("/healthz", 120*time.Second, &h)
@@ -181,12 +222,23 @@ func TestImageBootsInQEMU(t *testing.T) {
 	if serial, _ := os.ReadFile(v.serial); !bytes.Contains(serial, []byte("outpost "+version+" up")) {
 		t.Errorf("no ready line on the console:\n%s", v.serialTail())
 	}
-	time.Sleep(3 * time.Second) // let the guest's own network chatter show in the capture
+	dev := v.waitOnline(t, 90*time.Second)
+	select {
+	case got := <-telemetry:
+		if got != dev {
+			t.Errorf("telemetry from %s, want %s", got, dev)
+		}
+	case <-time.After(90 * time.Second):
+		t.Error("no telemetry from the box")
+	}
+	if r, err := op.Command(t.Context(), dev, "ping", nil, 30*time.Second); err != nil || !r.OK {
+		t.Errorf("ping the box in the VM: %+v %v", r, err)
+	}
 	v.kill()
 	checkCapture(t, v.pcap)
 
 	// Power cut, then boot again on the same disk.
-	v2 := bootVM(t, img)
+	v2 := bootVM(t, img, fwd)
 	var h2 health
 	cert2 := v2.getJSON("/healthz", 120*time.Second, &h2)
 	var s2 status
@@ -200,21 +252,57 @@ func TestImageBootsInQEMU(t *testing.T) {
 	if s2.DataDisk.TotalBytes != s.DataDisk.TotalBytes {
 		t.Errorf("/perm size changed across reboots: %d → %d", s.DataDisk.TotalBytes, s2.DataDisk.TotalBytes)
 	}
+	if dev2 := v2.waitOnline(t, 90*time.Second); dev2 != dev {
+		t.Errorf("after the reboot the box is %s, was %s", dev2, dev)
+	}
 	v2.kill()
 	// The partition table the box rewrote is valid (both CRCs, backup at
 	// the new end) and partition 4 now ends at the disk's end.
-	f, err := os.Open(img)
+	fh, err := os.Open(img)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	plan, err := permgrow.PlanGrow(f, diskBytes)
+	defer fh.Close()
+	plan, err := permgrow.PlanGrow(fh, diskBytes)
 	if err != nil {
 		t.Fatalf("partition table after the grow: %v", err)
 	}
 	if plan.NeedsGrow() {
 		t.Errorf("after first boot the table still needs growing: %v", plan)
 	}
+}
+
+// waitOnline polls the box's status until its cloud link is online and
+// returns its device id.
+func (v *vm) waitOnline(t *testing.T, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var s status
+	for time.Now().Before(deadline) {
+		v.getJSON("/api/v1/status", 10*time.Second, &s)
+		if s.Cloud.Enrolled && s.Cloud.State == "online" {
+			t.Logf("box %s enrolled and online", s.Cloud.DeviceID)
+			return s.Cloud.DeviceID
+		}
+		time.Sleep(2 * time.Second)
+	}
+	t.Fatalf("the box did not come online with the fleet: cloud status %+v\nserial console:\n%s", s.Cloud, v.serialTail())
+	return ""
+}
+
+// stdiopipe builds the helper qemu runs for each guestfwd connection.
+func stdiopipe(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(binDir, "stdiopipe")
+	if _, err := os.Stat(bin); err == nil {
+		return bin
+	}
+	cmd := exec.Command("go", "build", "-o", bin, "./internal/testutil/stdiopipe")
+	cmd.Dir = repoRoot()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building stdiopipe: %v\n%s", err, out)
+	}
+	return bin
 }
 
 // checkCapture reads the pcap of the guest's network and fails on any packet
