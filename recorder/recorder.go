@@ -15,7 +15,7 @@ type Codec string
 const (
 	H264 Codec = "H264"
 	H265 Codec = "H265"
-	AAC  Codec = "AAC"  // MPEG-4 audio
+	AAC  Codec = "AAC" // MPEG-4 audio
 	Opus Codec = "Opus"
 	G711 Codec = "G711" // PCMU or PCMA
 )
