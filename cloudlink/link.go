@@ -450,7 +450,16 @@ func (l *Link) sender(ctx context.Context, cm *autopaho.ConnectionManager, s out
 		}
 		for _, e := range entries {
 			start := time.Now()
-			_, err := cm.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: e.Payload})
+			pr, err := cm.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: e.Payload})
+			if pr != nil && pr.ReasonCode >= 0x80 {
+				// The broker received it and refuses it for good (ACL,
+				// quota, payload): retrying would block the stream forever.
+				l.refused.Add(1)
+				l.log.Error("cloud link: the broker refused a message; dropping it", "stream", s, "seq", e.Seq, "reason", pr.ReasonCode, "err", err)
+				after = e.Seq
+				acks <- e.Seq
+				continue
+			}
 			if err != nil {
 				if ctx.Err() == nil {
 					l.log.Debug("cloud link: publish failed; will retry", "stream", s, "seq", e.Seq, "err", err)

@@ -26,6 +26,10 @@ type Options struct {
 	TLS     *tls.Config
 	// IsRevoked refuses a client certificate at connect.
 	IsRevoked func(*x509.Certificate) (bool, error)
+	// IsEnrolled says whether a device id belongs to an enrolled box: the
+	// claim credential may not use such a client id (it would take over the
+	// box's session).
+	IsEnrolled func(id string) bool
 	// PlainAddr is an optional listener without TLS and without ACL
 	// (loopback tests only).
 	PlainAddr string
@@ -49,7 +53,7 @@ func Start(o Options) (*Broker, error) {
 	caps.MaximumMessageExpiryInterval = 7 * 24 * 3600
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: o.Log, Capabilities: caps})
 	b := &Broker{srv: srv}
-	if err := srv.AddHook(&fleetHook{srv: srv, isRevoked: o.IsRevoked, log: o.Log}, nil); err != nil {
+	if err := srv.AddHook(&fleetHook{srv: srv, isRevoked: o.IsRevoked, isEnrolled: o.IsEnrolled, log: o.Log}, nil); err != nil {
 		return nil, err
 	}
 	if o.TLSAddr != "" {
@@ -82,9 +86,10 @@ func (b *Broker) Close() error { return b.srv.Close() }
 // fleetHook authenticates by client certificate and applies the ACL.
 type fleetHook struct {
 	mqtt.HookBase
-	srv       *mqtt.Server
-	isRevoked func(*x509.Certificate) (bool, error)
-	log       *slog.Logger
+	srv        *mqtt.Server
+	isRevoked  func(*x509.Certificate) (bool, error)
+	isEnrolled func(string) bool
+	log        *slog.Logger
 }
 
 func (h *fleetHook) ID() string { return "outpost-fleet" }
@@ -132,7 +137,25 @@ func (h *fleetHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bo
 	if c == nil {
 		return false
 	}
-	cl.Properties.Username = []byte(c.Subject.CommonName)
+	cn := c.Subject.CommonName
+	// The client id names the MQTT session: bind it to the certificate, so
+	// nobody resumes (and reads) another's session.
+	switch {
+	case cn == "operator":
+		if !strings.HasPrefix(cl.ID, "operator") && !strings.HasPrefix(cl.ID, "outpost-fleet") {
+			return false
+		}
+	case cn == "claim":
+		// Enrolment uses the box's future id; never an enrolled box's.
+		if !strings.HasPrefix(cl.ID, "op-") || h.isEnrolled != nil && h.isEnrolled(cl.ID) {
+			h.log.Warn("broker: claim credential refused for client id", "client_id", cl.ID)
+			return false
+		}
+	case cl.ID != cn:
+		h.log.Warn("broker: client id does not match the certificate", "cn", cn, "client_id", cl.ID)
+		return false
+	}
+	cl.Properties.Username = []byte(cn)
 	return true
 }
 
@@ -174,6 +197,7 @@ type FleetTLS interface {
 	BrokerCertFiles() (cert, key string)
 	CAPool() *x509.CertPool
 	IsRevoked(*x509.Certificate) (bool, error)
+	IsEnrolled(id string) bool
 }
 
 // StartFleet starts a broker that enforces a fleet's rules on one mTLS
@@ -192,8 +216,9 @@ func StartFleet(f FleetTLS, addr string, log *slog.Logger) (*Broker, error) {
 			ClientAuth:   tls.RequireAndVerifyClientCert,
 			MinVersion:   tls.VersionTLS12,
 		},
-		IsRevoked: f.IsRevoked,
-		Log:       log,
+		IsRevoked:  f.IsRevoked,
+		IsEnrolled: f.IsEnrolled,
+		Log:        log,
 	})
 }
 

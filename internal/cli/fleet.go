@@ -353,14 +353,12 @@ func runFleetServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	f, op, err := connectOperator(ctx, *dir, *broker, operator.Options{ClientID: "outpost-fleet-serve", Persistent: true})
+	f, err := fleet.Open(*dir)
 	if err != nil {
 		return err
 	}
-	defer op.Close()
-	op.ServeRenewals(ctx)
 	var mu sync.Mutex
-	op.Subscribe(func(m operator.Message) {
+	onMessage := func(m operator.Message) {
 		if m.Stream == "telemetry" {
 			return
 		}
@@ -376,7 +374,14 @@ func runFleetServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 			}
 		}
 		fmt.Fprintf(stdout, "%s %s %s %s\n", m.Env.Time.Format(time.RFC3339), m.Device, m.Stream, wire.Describe(m.Env))
+	}
+	_, op, err := connectOperator(ctx, *dir, *broker, operator.Options{
+		ClientID: "outpost-fleet-serve", Persistent: true, ServeRenewals: true, OnMessage: onMessage,
 	})
+	if err != nil {
+		return err
+	}
+	defer op.Close()
 	fmt.Fprintf(stdout, "serving fleet %s (renewals; events below). Ctrl-C stops.\n", f.Name)
 	<-ctx.Done()
 	return nil

@@ -417,6 +417,14 @@ func (f *Fleet) Revoke(deviceID string) error {
 	return f.writeCRL(r)
 }
 
+// IsEnrolled reports whether id is a box the fleet has enrolled.
+func (f *Fleet) IsEnrolled(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, err := f.loadRegistry()
+	return err == nil && r.Devices[id] != nil
+}
+
 // IsRevoked reports whether a certificate is on the fleet's revocation list.
 func (f *Fleet) IsRevoked(cert *x509.Certificate) (bool, error) {
 	f.mu.Lock()

@@ -56,10 +56,16 @@ type Options struct {
 	ClientID   string
 	Persistent bool
 	Log        *slog.Logger
+	// OnMessage and ServeRenewals take effect before the connection is up:
+	// with a persistent session, what waited at the broker arrives at once
+	// and would otherwise find nobody listening (and be acknowledged anyway).
+	OnMessage     func(Message)
+	ServeRenewals bool
 }
 
 // Connect connects to the broker as the fleet operator and subscribes to
-// everything boxes send and to pending enrolment requests.
+// everything boxes send and to pending enrolment requests. ctx bounds the
+// connection's whole life, not only the connecting.
 func Connect(ctx context.Context, f *fleet.Fleet, o Options) (*Operator, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -73,6 +79,12 @@ func Connect(ctx context.Context, f *fleet.Fleet, o Options) (*Operator, error) 
 		return nil, fmt.Errorf("operator certificate: %w", err)
 	}
 	op := &Operator{f: f, log: o.Log, requests: map[string]wire.EnrolRequest{}, waiters: map[wire.ID]chan wire.CommandResult{}}
+	if o.OnMessage != nil {
+		op.subs = append(op.subs, o.OnMessage)
+	}
+	if o.ServeRenewals {
+		op.subs = append(op.subs, func(m Message) { op.renew(ctx, m) })
+	}
 	up := make(chan error, 1)
 	var session uint32
 	if o.Persistent {
@@ -345,31 +357,34 @@ func (op *Operator) PushConfig(ctx context.Context, device string, d fleet.Desir
 
 // ServeRenewals answers boxes that ask for a new certificate over their
 // authenticated connection (the broker's ACL proves the id in the topic).
+// With a persistent session, use Options.ServeRenewals instead.
 func (op *Operator) ServeRenewals(ctx context.Context) {
-	op.Subscribe(func(m Message) {
-		if m.Stream != "renew" {
-			return
+	op.Subscribe(func(m Message) { op.renew(ctx, m) })
+}
+
+func (op *Operator) renew(ctx context.Context, m Message) {
+	if m.Stream != "renew" {
+		return
+	}
+	var r wire.EnrolRequest
+	resp := wire.EnrolResponse{DeviceID: m.Device}
+	if m.Env.Type != wire.TypeEnrolRequest || wire.DecodeBody(m.Env, &r, wire.DefaultLimits()) != nil {
+		resp.Error = "malformed renewal request"
+	} else if chain, err := op.f.Renew(m.Device, r.CSR); err != nil {
+		resp.Error = err.Error()
+	} else {
+		resp.CertPEM, resp.CAPEM = chain, op.f.CAPEM()
+	}
+	env, err := wire.New(wire.TypeEnrolResponse, time.Now(), resp)
+	if err != nil {
+		op.log.Warn("operator: renewal answer", "device", m.Device, "err", err)
+		return
+	}
+	b, _ := wire.Encode(env)
+	go func() {
+		if _, err := op.cm.Publish(ctx, &paho.Publish{Topic: cloudlink.DownTopic(m.Device, "renew"), QoS: 1, Payload: b}); err != nil {
+			op.log.Warn("operator: renewal answer not sent", "device", m.Device, "err", err)
 		}
-		var r wire.EnrolRequest
-		resp := wire.EnrolResponse{DeviceID: m.Device}
-		if m.Env.Type != wire.TypeEnrolRequest || wire.DecodeBody(m.Env, &r, wire.DefaultLimits()) != nil {
-			resp.Error = "malformed renewal request"
-		} else if chain, err := op.f.Renew(m.Device, r.CSR); err != nil {
-			resp.Error = err.Error()
-		} else {
-			resp.CertPEM, resp.CAPEM = chain, op.f.CAPEM()
-		}
-		env, err := wire.New(wire.TypeEnrolResponse, time.Now(), resp)
-		if err != nil {
-			op.log.Warn("operator: renewal answer", "device", m.Device, "err", err)
-			return
-		}
-		b, _ := wire.Encode(env)
-		go func() {
-			if _, err := op.cm.Publish(ctx, &paho.Publish{Topic: cloudlink.DownTopic(m.Device, "renew"), QoS: 1, Payload: b}); err != nil {
-				op.log.Warn("operator: renewal answer not sent", "device", m.Device, "err", err)
-			}
-		}()
-		op.log.Info("operator: renewed a box's certificate", "device", m.Device, "error", resp.Error)
-	})
+	}()
+	op.log.Info("operator: renewed a box's certificate", "device", m.Device, "error", resp.Error)
 }
