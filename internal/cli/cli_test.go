@@ -80,6 +80,26 @@ func TestDemo(t *testing.T) {
 	if state != "online" {
 		t.Errorf("demo box cloud state %q, want online; stderr:\n%s", state, errOut.String())
 	}
+	// ... and records the synthetic camera.
+	camURL := strings.TrimSuffix(url, "/healthz") + "/api/v1/cameras"
+	var camState string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		resp, err := c.Get(camURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s struct{ Cameras []struct{ ID, State string } }
+		json.NewDecoder(resp.Body).Decode(&s)
+		resp.Body.Close()
+		if len(s.Cameras) == 1 {
+			if camState = s.Cameras[0].State; camState == "online" {
+				break
+			}
+		}
+	}
+	if camState != "online" {
+		t.Errorf("demo camera state %q, want online", camState)
+	}
 	cancel()
 	if code := <-done; code != 0 {
 		t.Errorf("demo exit code %d; stderr:\n%s", code, errOut.String())

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/outpost-gw/outpost/internal/broker"
 	"github.com/outpost-gw/outpost/internal/buildinfo"
@@ -17,6 +18,7 @@ import (
 	"github.com/outpost-gw/outpost/internal/daemon"
 	"github.com/outpost-gw/outpost/internal/fleet"
 	"github.com/outpost-gw/outpost/internal/operator"
+	"github.com/outpost-gw/outpost/recorder/democam"
 )
 
 const demoListen = "127.0.0.1:8443"
@@ -68,7 +70,14 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	go op.ClaimAll(ctx) // in the demo the operator approves every box at once
 	op.ServeRenewals(ctx)
 
+	cam, err := democam.Start(democam.Options{FPS: 10, Log: log.With("component", "democam")})
+	if err != nil {
+		return err
+	}
+	defer cam.Close()
+
 	cfg := config.Default()
+	cfg.Recorder.Cameras = []config.Camera{{ID: "demo", URL: cam.URL}}
 	cfg.LAN.HTTPSAddr = *listen
 	cfg.LAN.HTTPAddr = ""
 	cfg.Watchdog.Disabled = true
@@ -84,16 +93,19 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			fmt.Fprintf(stdout, `
 Outpost %s demo is running (embedded defaults, nothing to set up):
 a fleet with its own CA, an embedded MQTT broker (mTLS, per-box ACL) at %s,
-and one box that enrols by itself and reports to the fleet.
+one box that enrols by itself and reports to the fleet, and a synthetic
+camera (%s) that the box records.
 
   Open the LAN endpoint:  %s/api/v1/status
+  Cameras:                %s/api/v1/cameras
+  Recordings:             %s/api/v1/recordings?camera=demo&start=%s&end=%s
   Health check:           %s/healthz
   Fleet directory:        %s
   Box data dir:           %s
 
 The LAN certificate is self-signed, made on first start like on a real box:
 your browser will ask you to accept it (curl: -k). Press Ctrl-C to stop.
-`, buildinfo.Version, brokerURL, u, u, f.Dir, filepath.Join(*dataDir, "box"))
+`, buildinfo.Version, brokerURL, cam.URL, u, u, u, time.Now().UTC().Format(time.RFC3339), time.Now().Add(24*time.Hour).UTC().Format(time.RFC3339), u, f.Dir, filepath.Join(*dataDir, "box"))
 		},
 	})
 }

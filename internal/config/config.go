@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -38,6 +39,31 @@ type Config struct {
 	Watchdog Watchdog `json:"watchdog"`
 	Storage  Storage  `json:"storage"`
 	Cloud    Cloud    `json:"cloud"`
+	Recorder Recorder `json:"recorder"`
+}
+
+// Recorder configures camera recording.
+type Recorder struct {
+	Cameras []Camera `json:"cameras"`
+	// SegmentDuration is the length of a recording file (cut at the next
+	// key frame after it).
+	SegmentDuration Duration `json:"segment_duration"`
+	// PartDuration is how often recorded video is flushed and fsync'd: a
+	// power cut loses at most this much.
+	PartDuration Duration `json:"part_duration"`
+}
+
+// Camera is one RTSP camera.
+type Camera struct {
+	// ID names the camera in paths, APIs and recordings: [a-z0-9_-], ≤ 64.
+	ID string `json:"id" required:"true"`
+	// URL is rtsp://host[:port]/path (rtsps:// for TLS).
+	URL string `json:"url" required:"true"`
+	// Username and Password are sent to the camera, never logged.
+	Username string `json:"username"`
+	Password string `json:"password"`
+	// Transport is "tcp" (default) or "udp".
+	Transport string `json:"transport"`
 }
 
 // Cloud configures the link to the fleet (the broker itself comes from the
@@ -102,6 +128,7 @@ func Default() Config {
 		Watchdog: Watchdog{Device: "/dev/watchdog", Interval: Duration(10 * time.Second)},
 		Storage:  Storage{GrowPerm: true},
 		Cloud:    Cloud{TelemetryInterval: Duration(time.Minute), OutboxBudgetMB: 64, RenewAfter: Duration(7 * 24 * time.Hour)},
+		Recorder: Recorder{SegmentDuration: Duration(time.Minute), PartDuration: Duration(time.Second)},
 	}
 }
 
@@ -224,6 +251,9 @@ func (c Config) Validate() error {
 	if c.Cloud.DataAlertMBPerDay < 0 {
 		return &FieldError{"cloud.data_alert_mb_per_day", fmt.Errorf("%w: negative", ErrInvalid)}
 	}
+	if err := c.Recorder.validate(); err != nil {
+		return err
+	}
 	if b := c.Cloud.OutboxBudgetMB; b < 1 || b > 1<<20 {
 		return &FieldError{"cloud.outbox_budget_mb", fmt.Errorf("%w: %d is outside 1..1048576", ErrInvalid, b)}
 	}
@@ -262,6 +292,36 @@ func checkAddr(addr string, emptyOK bool) error {
 	p, err := strconv.Atoi(port)
 	if err != nil || p < 0 || p > 65535 {
 		return fmt.Errorf("%w: bad port in %q", ErrInvalid, addr)
+	}
+	return nil
+}
+
+var cameraID = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+
+func (r Recorder) validate() error {
+	if d := r.SegmentDuration.D(); d < time.Second || d > time.Hour {
+		return &FieldError{"recorder.segment_duration", fmt.Errorf("%w: %v is outside 1s..1h", ErrInvalid, d)}
+	}
+	if d := r.PartDuration.D(); d < 100*time.Millisecond || d > 10*time.Second || d > r.SegmentDuration.D() {
+		return &FieldError{"recorder.part_duration", fmt.Errorf("%w: %v is outside 100ms..10s or longer than a segment", ErrInvalid, d)}
+	}
+	seen := map[string]bool{}
+	for i, cam := range r.Cameras {
+		field := func(f string) string { return fmt.Sprintf("recorder.cameras[%d].%s", i, f) }
+		if !cameraID.MatchString(cam.ID) {
+			return &FieldError{field("id"), fmt.Errorf("%w: %q, want [a-z0-9_-], up to 64", ErrInvalid, cam.ID)}
+		}
+		if seen[cam.ID] {
+			return &FieldError{field("id"), fmt.Errorf("%w: %q used twice", ErrInvalid, cam.ID)}
+		}
+		seen[cam.ID] = true
+		u, err := url.Parse(cam.URL)
+		if err != nil || (u.Scheme != "rtsp" && u.Scheme != "rtsps") || u.Host == "" {
+			return &FieldError{field("url"), fmt.Errorf("%w: want rtsp://host[:port]/path", ErrInvalid)}
+		}
+		if cam.Transport != "" && cam.Transport != "tcp" && cam.Transport != "udp" {
+			return &FieldError{field("transport"), fmt.Errorf("%w: %q, want tcp or udp", ErrInvalid, cam.Transport)}
+		}
 	}
 	return nil
 }

@@ -62,6 +62,12 @@ func TestParseBad(t *testing.T) {
 		{"trailing data", `{"config_version":1} {}`, "(document)", ErrInvalid},
 		{"truncated", `{"config_version":1,`, "(document)", ErrInvalid},
 		{"bad proxy", `{"config_version":1,"cloud":{"proxy":"socks5://p:1080"}}`, "cloud.proxy", ErrInvalid},
+		{"camera unknown field", `{"config_version":1,"recorder":{"cameras":[{"id":"a","url":"rtsp://c/x"},{"id":"b","url":"rtsp://c/y","pasword":"x"}]}}`, "recorder.cameras[1].pasword", ErrUnknownField},
+		{"camera missing url", `{"config_version":1,"recorder":{"cameras":[{"id":"a"}]}}`, "recorder.cameras[0].url", ErrMissing},
+		{"camera bad id", `{"config_version":1,"recorder":{"cameras":[{"id":"../x","url":"rtsp://c/x"}]}}`, "recorder.cameras[0].id", ErrInvalid},
+		{"camera twice", `{"config_version":1,"recorder":{"cameras":[{"id":"a","url":"rtsp://c/x"},{"id":"a","url":"rtsp://c/y"}]}}`, "recorder.cameras[1].id", ErrInvalid},
+		{"camera not rtsp", `{"config_version":1,"recorder":{"cameras":[{"id":"a","url":"http://c/x"}]}}`, "recorder.cameras[0].url", ErrInvalid},
+		{"cameras not a list", `{"config_version":1,"recorder":{"cameras":{}}}`, "recorder.cameras", ErrWrongType},
 		{"zero budget", `{"config_version":1,"cloud":{"outbox_budget_mb":0}}`, "cloud.outbox_budget_mb", ErrInvalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

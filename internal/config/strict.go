@@ -25,6 +25,9 @@ func decodeStrict(raw []byte, v reflect.Value, path string) error {
 		}
 		return nil
 	}
+	if v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.Struct {
+		return decodeStructs(raw, v, path)
+	}
 	if v.Kind() != reflect.Struct {
 		if raw[0] == 'n' { // null keeps the default
 			return nil
@@ -147,4 +150,27 @@ func kindOf(raw []byte) string {
 		return "null"
 	}
 	return "a number"
+}
+
+// decodeStructs decodes a list of objects strictly, element by element, so
+// that errors name the element: "recorder.cameras[1].url".
+func decodeStructs(raw []byte, v reflect.Value, path string) error {
+	if raw[0] == 'n' {
+		return nil
+	}
+	if raw[0] != '[' {
+		return &FieldError{orRoot(path), fmt.Errorf("%w: want a list, got %s", ErrWrongType, kindOf(raw))}
+	}
+	var elems []json.RawMessage
+	if err := json.Unmarshal(raw, &elems); err != nil {
+		return &FieldError{orRoot(path), fmt.Errorf("%w: malformed JSON: %w", ErrInvalid, err)}
+	}
+	out := reflect.MakeSlice(v.Type(), len(elems), len(elems))
+	for i, e := range elems {
+		if err := decodeStrict(bytes.TrimSpace(e), out.Index(i), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+			return err
+		}
+	}
+	v.Set(out)
+	return nil
 }

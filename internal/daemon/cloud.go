@@ -252,8 +252,10 @@ func (c *cloud) telemetry(ctx context.Context) {
 	t := time.NewTicker(c.d.cfg.Cloud.TelemetryInterval.D())
 	defer t.Stop()
 	var meter usageMeter
+	camStates := map[string]string{}
 	for {
 		c.report(ctx, &meter)
+		c.cameraEvents(ctx, camStates)
 		select {
 		case <-ctx.Done():
 			return
@@ -292,6 +294,19 @@ func (c *cloud) report(ctx context.Context, meter *usageMeter) {
 			c.d.log.Warn("data usage not recorded", "err", err)
 		}
 	}
+	if c.d.rec != nil {
+		now := time.Now()
+		for _, cs := range c.d.rec.cameras() {
+			p := "camera_" + strings.ReplaceAll(cs.ID, "-", "_") + "_"
+			m[p+"online"] = b2f(cs.State == "online")
+			m[p+"fps"] = cs.FPS
+			m[p+"bitrate_bps"] = cs.BitrateBPS
+			m[p+"reconnects"] = float64(cs.Reconnects)
+			if !cs.LastKeyFrame.IsZero() {
+				m[p+"keyframe_age_s"] = now.Sub(cs.LastKeyFrame).Seconds()
+			}
+		}
+	}
 	if obs, err := c.ob.Stats(); err == nil {
 		var depth, dropped int64
 		var oldest time.Duration
@@ -320,6 +335,36 @@ func (c *cloud) report(ctx context.Context, meter *usageMeter) {
 	if err != nil && ctx.Err() == nil {
 		c.d.log.Warn("telemetry not queued", "err", err)
 	}
+}
+
+// cameraEvents raises camera_offline and camera_recovered events when a
+// camera's state changes between two telemetry rounds.
+func (c *cloud) cameraEvents(ctx context.Context, last map[string]string) {
+	if c.d.rec == nil {
+		return
+	}
+	for _, cs := range c.d.rec.cameras() {
+		prev, seen := last[cs.ID]
+		last[cs.ID] = cs.State
+		switch {
+		case !seen || prev == cs.State:
+		case cs.State == "online":
+			c.event(ctx, "camera_recovered", wire.SeverityInfo, "camera "+cs.ID+" is back", map[string]string{"camera": cs.ID})
+		case prev == "online":
+			msg := "camera " + cs.ID + " went offline"
+			if cs.LastError != "" {
+				msg += ": " + cs.LastError
+			}
+			c.event(ctx, "camera_offline", wire.SeverityWarning, msg, map[string]string{"camera": cs.ID})
+		}
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {

@@ -165,6 +165,7 @@ type daemon struct {
 	boot     Boot
 	auditLog *audit.Log
 	cloud    *cloud
+	rec      *recording
 	// restart stops the components so that Run starts them again.
 	restart func(reason string)
 }
@@ -218,6 +219,10 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	d.audit(ctx, "system", "start", buildinfo.Version, "", "ok")
 
+	if d.rec, err = d.setupRecording(); err != nil {
+		return err
+	}
+
 	hosts := append([]string{"localhost", "127.0.0.1", "::1"}, d.cfg.LAN.Hostnames...)
 	hosts = append(hosts, localAddrs()...)
 	cert, created, err := lanserver.LoadOrCreateCert(filepath.Join(d.o.DataDir, "tls"), hosts)
@@ -251,7 +256,7 @@ func (d *daemon) run(ctx context.Context) error {
 		cancel(ErrRestart)
 	}
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	wg.Add(2)
 	go func() { defer wg.Done(); errc <- lan.Run(ctx) }()
 	go func() { defer wg.Done(); errc <- d.petter.Run(ctx) }()
@@ -259,6 +264,8 @@ func (d *daemon) run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); errc <- d.cloud.run(ctx) }()
 	}
+	wg.Add(1)
+	go func() { defer wg.Done(); d.rec.run(ctx) }()
 
 	d.console(fmt.Sprintf("outpost %s up: LAN endpoint on %s %v (board %s)", buildinfo.Version, ep.HTTPS, localAddrs(), d.board))
 	if d.o.Ready != nil {

@@ -52,6 +52,8 @@ func (d *daemon) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", d.handleHealthz)
 	mux.HandleFunc("GET /api/v1/status", d.handleStatus)
+	mux.HandleFunc("GET /api/v1/cameras", d.handleCameras)
+	mux.HandleFunc("GET /api/v1/recordings", d.handleRecordings)
 	return mux
 }
 

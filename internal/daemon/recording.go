@@ -1,0 +1,189 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/outpost-gw/outpost/recorder"
+	"github.com/outpost-gw/outpost/recorder/index"
+	"github.com/outpost-gw/outpost/recorder/ingest"
+	"github.com/outpost-gw/outpost/recorder/segment"
+)
+
+// recording runs the configured cameras: ingest → segment writer → index.
+type recording struct {
+	d    *daemon
+	root string // recordings root in the data dir
+	ix   *index.Index
+	cams []*camera
+}
+
+type camera struct {
+	id     string
+	ingest *ingest.Camera
+	writer *segment.Writer
+}
+
+// setupRecording repairs what a power cut left half-written, rebuilds the
+// index from the files, and prepares one pipeline per camera.
+func (d *daemon) setupRecording() (*recording, error) {
+	r := &recording{d: d, root: filepath.Join(d.o.DataDir, "recordings"), ix: index.New(d.st)}
+	log := d.log.With("component", "recorder")
+	found, err := segment.Scan(r.root)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		log.Warn("scanning recordings", "err", err)
+	}
+	for _, info := range found {
+		if info.Trimmed > 0 {
+			log.Info("repaired a segment cut by a power failure", "file", info.Path, "trimmed_bytes", info.Trimmed)
+		}
+		if err := r.add(info); err != nil {
+			log.Warn("indexing a segment", "file", info.Path, "err", err)
+		}
+	}
+	for _, cc := range d.cfg.Recorder.Cameras {
+		w, err := segment.New(segment.Config{
+			Dir:             r.root,
+			Camera:          cc.ID,
+			SegmentDuration: d.cfg.Recorder.SegmentDuration.D(),
+			PartDuration:    d.cfg.Recorder.PartDuration.D(),
+			Logger:          log.With("camera", cc.ID),
+			OnSegment: func(info segment.SegmentInfo) {
+				if err := r.add(info); err != nil {
+					log.Error("indexing a segment", "file", info.Path, "err", err)
+				}
+			},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("camera %s: %w", cc.ID, err)
+		}
+		in, err := ingest.New(ingest.Config{
+			ID: cc.ID, URL: cc.URL, Username: cc.Username, Password: cc.Password, Transport: cc.Transport,
+			Sink: w, Log: log.With("camera", cc.ID),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("camera %s: %w", cc.ID, err)
+		}
+		r.cams = append(r.cams, &camera{id: cc.ID, ingest: in, writer: w})
+	}
+	return r, nil
+}
+
+func (r *recording) add(info segment.SegmentInfo) error {
+	rel, err := filepath.Rel(r.root, info.Path)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return fmt.Errorf("segment %s outside the recordings root", info.Path)
+	}
+	codecs := make([]string, len(info.Codecs))
+	for i, c := range info.Codecs {
+		codecs[i] = string(c)
+	}
+	return r.ix.Add(index.Recording{Camera: info.Camera, File: rel, Start: info.Start, Duration: info.Duration, Bytes: info.Bytes, Codecs: codecs})
+}
+
+// run runs every camera until ctx ends; the open segments are closed (and
+// indexed) on the way out.
+func (r *recording) run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, c := range r.cams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.ingest.Run(ctx)
+			c.writer.End(context.Cause(ctx))
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// CameraStatus is one camera in GET /api/v1/cameras.
+type CameraStatus struct {
+	ID           string    `json:"id"`
+	State        string    `json:"state"`
+	FPS          float64   `json:"fps"`
+	BitrateBPS   float64   `json:"bitrate_bps"`
+	LastKeyFrame time.Time `json:"last_key_frame,omitzero"`
+	Reconnects   uint64    `json:"reconnects"`
+	Frames       uint64    `json:"frames"`
+	LastError    string    `json:"last_error,omitempty"`
+}
+
+func (r *recording) cameras() []CameraStatus {
+	var out []CameraStatus
+	for _, c := range r.cams {
+		s := c.ingest.Stats()
+		out = append(out, CameraStatus{ID: c.id, State: string(s.State), FPS: s.FPS, BitrateBPS: s.Bitrate,
+			LastKeyFrame: s.LastKeyFrame, Reconnects: s.Reconnects, Frames: s.Frames, LastError: s.LastError})
+	}
+	return out
+}
+
+func (r *recording) known(id string) bool {
+	for _, c := range r.cams {
+		if c.id == id {
+			return true
+		}
+	}
+	return false
+}
+
+// maxListRange bounds one listing request.
+const maxListRange = 31 * 24 * time.Hour
+
+func (d *daemon) handleCameras(w http.ResponseWriter, req *http.Request) {
+	writeJSON(w, map[string]any{"cameras": d.rec.cameras()})
+}
+
+// handleRecordings answers GET /api/v1/recordings?camera=ID&start=&end=
+// with the segments and the spans of continuous recording (gaps between).
+func (d *daemon) handleRecordings(w http.ResponseWriter, req *http.Request) {
+	q := req.URL.Query()
+	cam := q.Get("camera")
+	if !d.rec.known(cam) {
+		httpError(w, http.StatusNotFound, "unknown camera %q", cam)
+		return
+	}
+	start, err1 := time.Parse(time.RFC3339, q.Get("start"))
+	end, err2 := time.Parse(time.RFC3339, q.Get("end"))
+	if err1 != nil || err2 != nil || !end.After(start) || end.Sub(start) > maxListRange {
+		httpError(w, http.StatusBadRequest, "start and end must be RFC 3339 times, end after start, at most %v apart", maxListRange)
+		return
+	}
+	recs, err := d.rec.ix.List(cam, start, end)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, "index: %v", err)
+		return
+	}
+	type item struct {
+		Start    time.Time `json:"start"`
+		End      time.Time `json:"end"`
+		Bytes    int64     `json:"bytes"`
+		Codecs   []string  `json:"codecs"`
+		Duration float64   `json:"duration_s"`
+	}
+	items := make([]item, 0, len(recs))
+	for _, r := range recs {
+		items = append(items, item{Start: r.Start, End: r.End(), Bytes: r.Bytes, Codecs: r.Codecs, Duration: r.Duration.Seconds()})
+	}
+	spans := index.Spans(recs, 2*d.cfg.Recorder.PartDuration.D())
+	if spans == nil {
+		spans = []index.Span{}
+	}
+	writeJSON(w, map[string]any{"camera": cam, "segments": items, "spans": spans})
+}
+
+func httpError(w http.ResponseWriter, code int, format string, args ...any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	writeJSON(w, map[string]string{"error": fmt.Sprintf(format, args...)})
+}
+
+var _ recorder.Sink = (*segment.Writer)(nil)
