@@ -451,9 +451,11 @@ func (l *Link) sender(ctx context.Context, cm *autopaho.ConnectionManager, s out
 		for _, e := range entries {
 			start := time.Now()
 			pr, err := cm.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: e.Payload})
-			if pr != nil && pr.ReasonCode >= 0x80 {
-				// The broker received it and refuses it for good (ACL,
-				// quota, payload): retrying would block the stream forever.
+			if pr != nil && permanentRefusal(pr.ReasonCode) {
+				// The broker received it and refuses it for good (not
+				// authorised, bad topic, bad payload): retrying would
+				// block the stream forever. Other codes (packet id in
+				// use after a restart, quota) are retried.
 				l.refused.Add(1)
 				l.log.Error("cloud link: the broker refused a message; dropping it", "stream", s, "seq", e.Seq, "reason", pr.ReasonCode, "err", err)
 				after = e.Seq
@@ -474,6 +476,15 @@ func (l *Link) sender(ctx context.Context, cm *autopaho.ConnectionManager, s out
 			acks <- e.Seq
 		}
 	}
+}
+
+// permanentRefusal reports PUBACK reason codes that no retry can change.
+func permanentRefusal(code byte) bool {
+	switch code {
+	case 0x87, 0x90, 0x99: // not authorised, topic name invalid, payload format invalid
+		return true
+	}
+	return false
 }
 
 // acker deletes acknowledged entries, as many per transaction as have

@@ -169,7 +169,14 @@ func TestOutpostdKill9NothingLost(t *testing.T) {
 	}
 	t.Logf("%d SIGKILLs: the box kept %d audit entries; the fleet received %d distinct (%d duplicates, same ids)", kills, len(entries), len(got), dups)
 	if len(missing) > 0 {
-		t.Errorf("audit entries the box committed but the fleet never received: %v", missing)
+		b, _ := os.ReadFile(logs.Name())
+		var errs []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "level=ERROR") || strings.Contains(l, "refused") {
+				errs = append(errs, l)
+			}
+		}
+		t.Errorf("audit entries the box committed but the fleet never received: %v\nerrors in the box's logs:\n%s", missing, tail(strings.Join(errs, "\n"), 30))
 	}
 	if len(entries) < kills {
 		t.Errorf("only %d audit entries: the daemon did not get to produce", len(entries))
