@@ -51,6 +51,15 @@ type Recorder struct {
 	// PartDuration is how often recorded video is flushed and fsync'd: a
 	// power cut loses at most this much.
 	PartDuration Duration `json:"part_duration"`
+	// MaxAge deletes recordings older than this; 0 keeps them while space
+	// allows.
+	MaxAge Duration `json:"max_age"`
+	// BudgetMB caps recordings plus the cloud-link outbox (one storage
+	// budget for the box); 0: no fixed cap.
+	BudgetMB int64 `json:"budget_mb"`
+	// MinFreeMB keeps this much of the volume free, deleting the oldest
+	// recordings first.
+	MinFreeMB int64 `json:"min_free_mb"`
 }
 
 // Camera is one RTSP camera.
@@ -128,7 +137,7 @@ func Default() Config {
 		Watchdog: Watchdog{Device: "/dev/watchdog", Interval: Duration(10 * time.Second)},
 		Storage:  Storage{GrowPerm: true},
 		Cloud:    Cloud{TelemetryInterval: Duration(time.Minute), OutboxBudgetMB: 64, RenewAfter: Duration(7 * 24 * time.Hour)},
-		Recorder: Recorder{SegmentDuration: Duration(time.Minute), PartDuration: Duration(time.Second)},
+		Recorder: Recorder{SegmentDuration: Duration(time.Minute), PartDuration: Duration(time.Second), MinFreeMB: 1024},
 	}
 }
 
@@ -304,6 +313,9 @@ func (r Recorder) validate() error {
 	}
 	if d := r.PartDuration.D(); d < 100*time.Millisecond || d > 10*time.Second || d > r.SegmentDuration.D() {
 		return &FieldError{"recorder.part_duration", fmt.Errorf("%w: %v is outside 100ms..10s or longer than a segment", ErrInvalid, d)}
+	}
+	if r.MaxAge < 0 || r.BudgetMB < 0 || r.MinFreeMB < 0 {
+		return &FieldError{"recorder", fmt.Errorf("%w: max_age, budget_mb and min_free_mb cannot be negative", ErrInvalid)}
 	}
 	seen := map[string]bool{}
 	for i, cam := range r.Cameras {

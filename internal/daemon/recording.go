@@ -14,15 +14,17 @@ import (
 	"github.com/outpost-gw/outpost/recorder"
 	"github.com/outpost-gw/outpost/recorder/index"
 	"github.com/outpost-gw/outpost/recorder/ingest"
+	"github.com/outpost-gw/outpost/recorder/retention"
 	"github.com/outpost-gw/outpost/recorder/segment"
 )
 
 // recording runs the configured cameras: ingest → segment writer → index.
 type recording struct {
-	d    *daemon
-	root string // recordings root in the data dir
-	ix   *index.Index
-	cams []*camera
+	d       *daemon
+	root    string // recordings root in the data dir
+	ix      *index.Index
+	cams    []*camera
+	cleaner *retention.Cleaner
 }
 
 type camera struct {
@@ -44,8 +46,24 @@ func (d *daemon) setupRecording() (*recording, error) {
 		if info.Trimmed > 0 {
 			log.Info("repaired a segment cut by a power failure", "file", info.Path, "trimmed_bytes", info.Trimmed)
 		}
-		if err := r.add(info); err != nil {
+		if _, err := r.add(info); err != nil {
 			log.Warn("indexing a segment", "file", info.Path, "err", err)
+		}
+	}
+	rc := d.cfg.Recorder
+	r.cleaner = &retention.Cleaner{
+		Root: r.root, Index: r.ix, Disk: d.o.Sensors.Disk,
+		MaxAge: rc.MaxAge.D(), BudgetBytes: rc.BudgetMB << 20, MinFreeBytes: rc.MinFreeMB << 20,
+		Log: log.With("component", "retention"),
+	}
+	if d.cloud != nil {
+		ob := d.cloud.ob
+		r.cleaner.OtherBytes = func() int64 {
+			s, err := ob.Stats()
+			if err != nil {
+				return 0
+			}
+			return s.TotalBytes
 		}
 	}
 	for _, cc := range d.cfg.Recorder.Cameras {
@@ -56,9 +74,13 @@ func (d *daemon) setupRecording() (*recording, error) {
 			PartDuration:    d.cfg.Recorder.PartDuration.D(),
 			Logger:          log.With("camera", cc.ID),
 			OnSegment: func(info segment.SegmentInfo) {
-				if err := r.add(info); err != nil {
+				rec, err := r.add(info)
+				if err != nil {
 					log.Error("indexing a segment", "file", info.Path, "err", err)
+					return
 				}
+				r.cleaner.Added(rec)
+				r.cleaner.Kick() // a pass per closed segment: cheap, and space is freed as it is used
 			},
 		})
 		if err != nil {
@@ -76,22 +98,25 @@ func (d *daemon) setupRecording() (*recording, error) {
 	return r, nil
 }
 
-func (r *recording) add(info segment.SegmentInfo) error {
+func (r *recording) add(info segment.SegmentInfo) (index.Recording, error) {
 	rel, err := filepath.Rel(r.root, info.Path)
 	if err != nil || strings.HasPrefix(rel, "..") {
-		return fmt.Errorf("segment %s outside the recordings root", info.Path)
+		return index.Recording{}, fmt.Errorf("segment %s outside the recordings root", info.Path)
 	}
 	codecs := make([]string, len(info.Codecs))
 	for i, c := range info.Codecs {
 		codecs[i] = string(c)
 	}
-	return r.ix.Add(index.Recording{Camera: info.Camera, File: rel, Start: info.Start, Duration: info.Duration, Bytes: info.Bytes, Codecs: codecs})
+	rec := index.Recording{Camera: info.Camera, File: rel, Start: info.Start, Duration: info.Duration, Bytes: info.Bytes, Codecs: codecs}
+	return rec, r.ix.Add(rec)
 }
 
 // run runs every camera until ctx ends; the open segments are closed (and
 // indexed) on the way out.
 func (r *recording) run(ctx context.Context) error {
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); r.cleaner.Run(ctx) }()
 	for _, c := range r.cams {
 		wg.Add(1)
 		go func() {

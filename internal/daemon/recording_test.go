@@ -80,3 +80,27 @@ func TestRecordsCamera(t *testing.T) {
 		}
 	}
 }
+
+// TestRetentionDeletesOldRecordings: with recorder.max_age set, segments
+// older than that are deleted (files and index entries) while recording goes on.
+func TestRetentionDeletesOldRecordings(t *testing.T) {
+	cam, err := democam.Start(democam.Options{FPS: 10, GOP: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cam.Close()
+	cfg := testConfig()
+	cfg.Recorder.Cameras = []config.Camera{{ID: "door", URL: cam.URL}}
+	cfg.Recorder.SegmentDuration = config.Duration(time.Second)
+	cfg.Recorder.PartDuration = config.Duration(250 * time.Millisecond)
+	cfg.Recorder.MaxAge = config.Duration(2 * time.Second)
+	data := filepath.Join(t.TempDir(), "d")
+	r := start(t, Options{Config: cfg, DataDir: data})
+	time.Sleep(7 * time.Second)
+	files, _ := filepath.Glob(filepath.Join(data, "recordings", "door", "*", "*.mp4"))
+	r.stop(t)
+	// About 2 s of closed segments may stay, plus the open one.
+	if len(files) == 0 || len(files) > 5 {
+		t.Errorf("%d segment files after 7 s with max_age 2 s", len(files))
+	}
+}
