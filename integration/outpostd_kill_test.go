@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -35,16 +36,25 @@ import (
 func TestOutpostdKill9NothingLost(t *testing.T) {
 	bin := buildOutpostd(t)
 	dir := t.TempDir()
-	f, err := fleet.Init(filepath.Join(dir, "fleet"), fleet.InitOptions{Name: "kill", BrokerURL: "mqtts://127.0.0.1:8883", BrokerHosts: []string{"127.0.0.1"}})
-	if err != nil {
-		t.Fatal(err)
+	var f *fleet.Fleet
+	var brokerURL *url.URL
+	if os.Getenv("KILL_TEST_EMBEDDED") != "" {
+		var err error
+		f, err = fleet.Init(filepath.Join(dir, "fleet"), fleet.InitOptions{Name: "kill", BrokerURL: "mqtts://127.0.0.1:8883", BrokerHosts: []string{"127.0.0.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		br, err := broker.StartFleet(f, "127.0.0.1:0", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer br.Close()
+		brokerURL = br.URL()
+	} else {
+		requireTools(t, "mosquitto")
+		f = mosqFleet(t, "kill")
+		brokerURL = mosqStart(t, f).URL
 	}
-	br, err := broker.StartFleet(f, "127.0.0.1:0", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer br.Close()
-	brokerURL := br.URL()
 	ff, _ := config.LoadFleet(f.FleetFilePath())
 	ff.BrokerURL = brokerURL.String()
 	fb, _ := json.Marshal(ff)
@@ -165,6 +175,7 @@ func TestOutpostdKill9NothingLost(t *testing.T) {
 	for _, e := range entries {
 		if _, ok := got[e.Seq]; !ok {
 			missing = append(missing, e.Seq)
+			t.Logf("missing entry: %+v", e)
 		}
 	}
 	t.Logf("%d SIGKILLs: the box kept %d audit entries; the fleet received %d distinct (%d duplicates, same ids)", kills, len(entries), len(got), dups)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -38,6 +39,9 @@ type camera struct {
 func (d *daemon) setupRecording() (*recording, error) {
 	r := &recording{d: d, root: filepath.Join(d.o.DataDir, "recordings"), ix: index.New(d.st)}
 	log := d.log.With("component", "recorder")
+	if err := os.MkdirAll(r.root, 0o700); err != nil {
+		return nil, fmt.Errorf("recordings: %w", err)
+	}
 	found, err := segment.Scan(r.root)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		log.Warn("scanning recordings", "err", err)
@@ -88,7 +92,7 @@ func (d *daemon) setupRecording() (*recording, error) {
 		}
 		in, err := ingest.New(ingest.Config{
 			ID: cc.ID, URL: cc.URL, Username: cc.Username, Password: cc.Password, Transport: cc.Transport,
-			Sink: w, Log: log.With("camera", cc.ID),
+			Sink: w, Log: log,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("camera %s: %w", cc.ID, err)
@@ -121,8 +125,7 @@ func (r *recording) run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.ingest.Run(ctx)
-			c.writer.End(context.Cause(ctx))
+			c.ingest.Run(ctx) // ends the writer's open segment on its way out
 		}()
 	}
 	wg.Wait()

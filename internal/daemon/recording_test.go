@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"io"
 	"net/url"
 	"os"
 	"os/exec"
@@ -61,6 +62,19 @@ func TestRecordsCamera(t *testing.T) {
 			t.Errorf("%s → %d", bad, resp.StatusCode)
 		}
 	}
+	// Playback across segment boundaries: one fMP4 stream that ffmpeg decodes.
+	vq := url.Values{"camera": {"door"}, "start": {from.UTC().Format(time.RFC3339)}, "duration": {"120"}}
+	resp, err := insecureClient().Get("https://" + r.ep.HTTPS + "/api/v1/recordings/video?" + vq.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	video, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "video/mp4" || len(video) == 0 {
+		t.Fatalf("playback: %d %s, %d bytes", resp.StatusCode, resp.Header.Get("Content-Type"), len(video))
+	}
+	playbackFile := filepath.Join(t.TempDir(), "playback.mp4")
+	os.WriteFile(playbackFile, video, 0o600)
 	r.stop(t) // closes and indexes the open segment
 
 	files, _ := filepath.Glob(filepath.Join(data, "recordings", "door", "*", "*.mp4"))
@@ -73,7 +87,7 @@ func TestRecordsCamera(t *testing.T) {
 		}
 		t.Skip("ffmpeg not installed")
 	}
-	for _, f := range files {
+	for _, f := range append(files, playbackFile) {
 		out, err := exec.CommandContext(context.Background(), "ffmpeg", "-v", "error", "-xerror", "-i", f, "-f", "null", "-").CombinedOutput()
 		if err != nil {
 			t.Errorf("%s does not decode: %v\n%s", f, err, out)

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/outpost-gw/outpost/internal/buildinfo"
+	"github.com/outpost-gw/outpost/recorder/playback"
 )
 
 // Health is the body of GET /healthz.
@@ -54,6 +55,7 @@ func (d *daemon) routes() http.Handler {
 	mux.HandleFunc("GET /api/v1/status", d.handleStatus)
 	mux.HandleFunc("GET /api/v1/cameras", d.handleCameras)
 	mux.HandleFunc("GET /api/v1/recordings", d.handleRecordings)
+	mux.Handle("GET /api/v1/recordings/video", playback.Handler(d.rec.ix, d.rec.root, d.rec.known, d.log.With("component", "playback")))
 	return mux
 }
 

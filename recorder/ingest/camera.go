@@ -10,6 +10,19 @@
 // local clock (the camera's RTCP wall clock is not trusted). A session ends
 // on disconnect, on error, or when samples stop for ReadTimeout; the sink
 // then gets End and the camera reconnects.
+//
+// The sink is started at the first key frame of a session, not at PLAY, so
+// that its Tracks carry parameter sets even when the SDP has none (they
+// are then taken from the key frame). When a key frame brings different,
+// valid parameter sets in band (resolution or profile change), the sink
+// gets End(ErrParamsChanged) and a new Start with the new Tracks; sample
+// timestamps carry on across that restart. A sink Write error also ends
+// the sink session, which restarts at the next key frame.
+//
+// Hostile input is counted in Stats.Dropped and logged at most every 10 s
+// per kind: undecodable packets, RTP timestamps that jump further than the
+// wall clock allows (they would derail gortsplib's timestamp unwrapping),
+// units whose DTS does not increase, and panics in a decoder.
 package ingest
 
 import (
@@ -170,7 +183,10 @@ func (c *Camera) Run(ctx context.Context) error {
 		if online >= c.cfg.MaxBackoff {
 			attempt = 0
 		}
-		d := min(c.cfg.MaxBackoff, c.cfg.MinBackoff<<min(attempt, 20))
+		d := c.cfg.MaxBackoff
+		if attempt < 32 && c.cfg.MinBackoff < d>>attempt {
+			d = c.cfg.MinBackoff << attempt
+		}
 		d = d/2 + rand.N(d/2+1) // jitter: cameras restarted together do not reconnect together
 		attempt++
 		c.log.Warn("camera session ended", "url", c.redacted, "err", msg, "online", online.Round(time.Millisecond), "retry_in", d.Round(time.Millisecond))
@@ -216,23 +232,23 @@ func (c *Camera) session(ctx context.Context) (time.Duration, error) {
 		OnTransportSwitch: func(err error) { c.log.Info("camera transport switch", "err", c.redact(err.Error())) },
 	}
 	if err := client.Start2(); err != nil {
-		return 0, fmt.Errorf("ingest: %s: start client: %w", c.redacted, err)
+		return 0, fmt.Errorf("%s: start client: %w", c.redacted, err)
 	}
 	defer context.AfterFunc(ctx, client.Close)() // unblocks DESCRIBE/SETUP/PLAY too
 	defer client.Close()
 
 	desc, _, err := client.Describe(c.u)
 	if err != nil {
-		return 0, fmt.Errorf("ingest: %s: describe: %w", c.redacted, err)
+		return 0, fmt.Errorf("%s: describe: %w", c.redacted, err)
 	}
 	tracks, err := c.choose(desc)
 	if err != nil {
-		return 0, fmt.Errorf("ingest: %s: %w", c.redacted, err)
+		return 0, fmt.Errorf("%s: %w", c.redacted, err)
 	}
 	recs, deps := make([]recorder.Track, len(tracks)), make([]depacketizer, len(tracks))
 	for i, t := range tracks {
 		if _, err := client.Setup(desc.BaseURL, t.media, 0, 0); err != nil {
-			return 0, fmt.Errorf("ingest: %s: setup %s: %w", c.redacted, t.rec.Codec, err)
+			return 0, fmt.Errorf("%s: setup %s: %w", c.redacted, t.rec.Codec, err)
 		}
 		recs[i], deps[i] = t.rec, t.dep
 	}
@@ -256,7 +272,7 @@ func (c *Camera) session(ctx context.Context) (time.Duration, error) {
 		})
 	}
 	if _, err := client.Play(nil); err != nil {
-		return 0, fmt.Errorf("ingest: %s: play: %w", c.redacted, err)
+		return 0, fmt.Errorf("%s: play: %w", c.redacted, err)
 	}
 
 	waitc := make(chan error, 1)
@@ -272,13 +288,13 @@ func (c *Camera) session(ctx context.Context) (time.Duration, error) {
 			if errors.As(err, &tcp) || errors.As(err, &udp) {
 				err = fmt.Errorf("%w: %w", ErrStalled, err)
 			}
-			end = fmt.Errorf("ingest: %s: %w", c.redacted, err)
+			end = fmt.Errorf("%s: %w", c.redacted, err)
 		case <-ctx.Done():
 			end = ctx.Err()
 		case <-tick.C:
 			mu.Lock()
 			if err := p.check(c.cfg.Now(), c.cfg.ReadTimeout); err != nil {
-				end = fmt.Errorf("ingest: %s: %w", c.redacted, err)
+				end = fmt.Errorf("%s: %w", c.redacted, err)
 			}
 			mu.Unlock()
 		}

@@ -123,7 +123,7 @@ func (d *h264Depack) push(pkt *rtp.Packet, pts int64) (*unit, error) {
 			sps = n
 		case h264.NALUTypePPS:
 			pps = n
-		case h264.NALUTypeAccessUnitDelimiter:
+		case h264.NALUTypeAccessUnitDelimiter, h264.NALUTypeFillerData:
 		default:
 			idr = idr || typ == h264.NALUTypeIDR
 			vcl = vcl || (typ >= h264.NALUTypeNonIDR && typ <= h264.NALUTypeIDR)

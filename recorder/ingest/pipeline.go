@@ -163,9 +163,11 @@ func (p *pipeline) params() *videoParams {
 	return nil
 }
 
+// drop counts and reports a discarded packet or unit; waiting for a key
+// frame is normal after every (re)connection and neither.
 func (p *pipeline) drop(now time.Time, what any, err error) {
-	p.h.update(func(s *Stats) { s.Dropped++ })
 	if !errors.Is(err, errWaitKey) {
+		p.h.update(func(s *Stats) { s.Dropped++ })
 		p.onDrop(now, fmt.Sprint(what), err)
 	}
 }

@@ -33,9 +33,9 @@ type Stats struct {
 	Reconnects uint64
 	// Frames counts video samples handed to the sink.
 	Frames uint64
-	// Dropped counts packets and access units thrown away: malformed or
-	// undecodable, before the first key frame, out of order, or refused
-	// by the sink.
+	// Dropped counts packets and access units thrown away as bad:
+	// malformed or undecodable, wild timestamps, out of order, or refused
+	// by the sink. Waiting for the first key frame does not count.
 	Dropped uint64
 	// Lost counts RTP packets missing from the sequence (UDP mostly).
 	Lost uint64

@@ -31,8 +31,12 @@ func NeedFFmpeg(t testing.TB) {
 // The zero value is 320x240 H264 at 25 fps, a key frame every second and
 // two B-frames (so DTS ≠ PTS), no audio.
 type FFmpegConfig struct {
-	Size    string // WxH, default "320x240"
-	FPS     int    // default 25
+	Size string // WxH, default "320x240"
+	FPS  int    // default 25
+	// Source replaces the lavfi video source graph, e.g.
+	// "testsrc=size=1280x720:rate=25,noise=alls=30:allf=t" for a stream
+	// that does not compress to nothing.
+	Source  string
 	Video   string // encoder: "libx264" (default) or "libx265"
 	GOP     int    // frames between key frames, default FPS
 	BFrames int    // default 2; negative for none
@@ -72,8 +76,10 @@ func StartFFmpeg(ctx context.Context, url string, cfg FFmpegConfig) (*FFmpeg, er
 		cfg.BFrames = 2
 	}
 	cfg.BFrames = max(cfg.BFrames, 0)
-	args := []string{"-hide_banner", "-nostdin", "-loglevel", "error", "-re",
-		"-f", "lavfi", "-i", "testsrc=size=" + cfg.Size + ":rate=" + strconv.Itoa(cfg.FPS)}
+	if cfg.Source == "" {
+		cfg.Source = "testsrc=size=" + cfg.Size + ":rate=" + strconv.Itoa(cfg.FPS)
+	}
+	args := []string{"-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i", cfg.Source}
 	if cfg.Audio != "" {
 		rate := "48000"
 		if cfg.Audio == "pcm_mulaw" {
