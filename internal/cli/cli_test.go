@@ -81,7 +81,11 @@ func TestDemo(t *testing.T) {
 		t.Errorf("demo box cloud state %q, want online; stderr:\n%s", state, errOut.String())
 	}
 	// ... and records the synthetic camera.
-	camURL := strings.TrimSuffix(url, "/healthz") + "/api/v1/cameras"
+	m := regexp.MustCompile(`Cameras: +(https://\S+)`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no cameras URL in:\n%s", out.String())
+	}
+	camURL := m[1]
 	var camState string
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		resp, err := c.Get(camURL)

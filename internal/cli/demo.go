@@ -18,6 +18,7 @@ import (
 	"github.com/outpost-gw/outpost/internal/daemon"
 	"github.com/outpost-gw/outpost/internal/fleet"
 	"github.com/outpost-gw/outpost/internal/operator"
+	"github.com/outpost-gw/outpost/internal/tokens"
 	"github.com/outpost-gw/outpost/recorder/democam"
 )
 
@@ -90,6 +91,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		Log:       log,
 		Ready: func(ep daemon.Endpoints) {
 			u := "https://" + ep.HTTPS
+			now := time.Now()
+			tok, err := tokens.Mint(f.SigningKey(), tokens.Claims{User: "demo", Device: ep.DeviceID, Cameras: []string{"*"},
+				Actions: []string{tokens.ActionLive, tokens.ActionPlayback}, NotBefore: now.Add(-time.Minute).Unix(), Expires: now.Add(24 * time.Hour).Unix()})
+			if err != nil {
+				log.Error("demo: minting a viewer token", "err", err)
+			}
 			fmt.Fprintf(stdout, `
 Outpost %s demo is running (embedded defaults, nothing to set up):
 a fleet with its own CA, an embedded MQTT broker (mTLS, per-box ACL) at %s,
@@ -97,15 +104,20 @@ one box that enrols by itself and reports to the fleet, and a synthetic
 camera (%s) that the box records.
 
   Open the LAN endpoint:  %s/api/v1/status
-  Cameras:                %s/api/v1/cameras
-  Recordings:             %s/api/v1/recordings?camera=demo&start=%s&end=%s
+  Cameras:                %s/api/v1/cameras?token=%s
+  Recordings:             %s/api/v1/recordings?camera=demo&start=%s&end=%s&token=%s
+  Play its first minute:  %s/api/v1/recordings/video?camera=demo&start=%s&duration=60&token=%s
   Health check:           %s/healthz
+
+Camera and recording URLs carry a viewer token the demo fleet signed
+(outpost fleet token makes them for a real fleet; this one lasts a day).
   Fleet directory:        %s
   Box data dir:           %s
 
 The LAN certificate is self-signed, made on first start like on a real box:
 your browser will ask you to accept it (curl: -k). Press Ctrl-C to stop.
-`, buildinfo.Version, brokerURL, cam.URL, u, u, u, time.Now().UTC().Format(time.RFC3339), time.Now().Add(24*time.Hour).UTC().Format(time.RFC3339), u, f.Dir, filepath.Join(*dataDir, "box"))
+`, buildinfo.Version, brokerURL, cam.URL, u, u, tok, u, now.UTC().Format(time.RFC3339), now.Add(24*time.Hour).UTC().Format(time.RFC3339), tok,
+				u, now.UTC().Format(time.RFC3339), tok, u, f.Dir, filepath.Join(*dataDir, "box"))
 		},
 	})
 }

@@ -72,6 +72,8 @@ type Options struct {
 type Endpoints struct {
 	HTTPS string
 	HTTP  string
+	// DeviceID is the box's id when it belongs to a fleet.
+	DeviceID string
 }
 
 // Boot is the record of one start of the daemon, kept in the store.
@@ -243,6 +245,9 @@ func (d *daemon) run(ctx context.Context) error {
 		return err
 	}
 	ep := Endpoints{HTTPS: lan.HTTPSListenAddr().String()}
+	if d.cloud != nil {
+		ep.DeviceID = d.cloud.id.DeviceID()
+	}
 	if a := lan.HTTPListenAddr(); a != nil {
 		ep.HTTP = a.String()
 	}

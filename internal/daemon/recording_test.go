@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/outpost-gw/outpost/internal/config"
+	"github.com/outpost-gw/outpost/internal/tokens"
 	"github.com/outpost-gw/outpost/recorder/democam"
 )
 
@@ -29,11 +32,54 @@ func TestRecordsCamera(t *testing.T) {
 	cfg.Recorder.PartDuration = config.Duration(500 * time.Millisecond)
 	data := filepath.Join(t.TempDir(), "d")
 	from := time.Now().Add(-time.Minute)
-	r := start(t, Options{Config: cfg, DataDir: data})
+	f, brokerURL := testFleetBroker(t)
+	fleetPath := filepath.Join(t.TempDir(), "fleet.json")
+	writeFleetFile(t, f, brokerURL, fleetPath)
+	r := start(t, Options{Config: cfg, DataDir: data, FleetPath: fleetPath})
+	var st Status
+	getJSON(t, "https://"+r.ep.HTTPS+"/api/v1/status", &st)
+	dev := st.Cloud.DeviceID
+	mint := func(device, camera string, actions ...string) string {
+		tok, err := tokens.Mint(f.SigningKey(), tokens.Claims{User: "ana", Device: device, Cameras: []string{camera}, Actions: actions,
+			NotBefore: time.Now().Add(-time.Minute).Unix(), Expires: time.Now().Add(time.Hour).Unix()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	tok := mint(dev, "door", tokens.ActionLive, tokens.ActionPlayback)
 	time.Sleep(5500 * time.Millisecond)
 
+	// Access: no token, a token for another camera, another box, or
+	// without the action → refused.
+	anyRange := "&start=" + from.UTC().Format(time.RFC3339) + "&end=" + time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	for _, tc := range []struct {
+		name, tok, path string
+		want            int
+	}{
+		{"no token", "", "/api/v1/cameras", http.StatusUnauthorized},
+		{"forged", tok[:len(tok)-4] + "AAAA", "/api/v1/cameras", http.StatusUnauthorized},
+		{"other camera", mint(dev, "yard", tokens.ActionPlayback), "/api/v1/recordings?camera=door" + anyRange, http.StatusForbidden},
+		{"other box", mint("op-someotherbox00000", "door", tokens.ActionPlayback), "/api/v1/recordings?camera=door" + anyRange, http.StatusForbidden},
+		{"live only", mint(dev, "door", tokens.ActionLive), "/api/v1/recordings?camera=door" + anyRange, http.StatusForbidden},
+		{"good", tok, "/api/v1/recordings?camera=door" + anyRange, http.StatusOK},
+	} {
+		req, _ := http.NewRequest("GET", "https://"+r.ep.HTTPS+tc.path, nil)
+		if tc.tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.tok)
+		}
+		resp, err := insecureClient().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, resp.StatusCode, tc.want)
+		}
+	}
+
 	var cams struct{ Cameras []CameraStatus }
-	getJSON(t, "https://"+r.ep.HTTPS+"/api/v1/cameras", &cams)
+	getJSONAuth(t, "https://"+r.ep.HTTPS+"/api/v1/cameras", tok, &cams)
 	states := map[string]string{}
 	for _, c := range cams.Cameras {
 		states[c.ID] = c.State
@@ -48,12 +94,12 @@ func TestRecordsCamera(t *testing.T) {
 		}
 		Spans []struct{ Start, End time.Time }
 	}
-	getJSON(t, "https://"+r.ep.HTTPS+"/api/v1/recordings?"+q.Encode(), &list)
+	getJSONAuth(t, "https://"+r.ep.HTTPS+"/api/v1/recordings?"+q.Encode(), tok, &list)
 	if len(list.Segments) < 2 || len(list.Spans) != 1 {
 		t.Errorf("recordings: %d segments, spans %+v; want ≥ 2 segments in one span", len(list.Segments), list.Spans)
 	}
 	for _, bad := range []string{"camera=../../etc&start=x&end=y", "camera=door&start=yesterday&end=now", "camera=door"} {
-		resp, err := insecureClient().Get("https://" + r.ep.HTTPS + "/api/v1/recordings?" + bad)
+		resp, err := insecureClient().Get("https://" + r.ep.HTTPS + "/api/v1/recordings?" + bad + "&token=" + tok)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,7 +109,7 @@ func TestRecordsCamera(t *testing.T) {
 		}
 	}
 	// Playback across segment boundaries: one fMP4 stream that ffmpeg decodes.
-	vq := url.Values{"camera": {"door"}, "start": {from.UTC().Format(time.RFC3339)}, "duration": {"120"}}
+	vq := url.Values{"camera": {"door"}, "start": {from.UTC().Format(time.RFC3339)}, "duration": {"120"}, "token": {tok}}
 	resp, err := insecureClient().Get("https://" + r.ep.HTTPS + "/api/v1/recordings/video?" + vq.Encode())
 	if err != nil {
 		t.Fatal(err)
@@ -116,5 +162,22 @@ func TestRetentionDeletesOldRecordings(t *testing.T) {
 	// About 2 s of closed segments may stay, plus the open one.
 	if len(files) == 0 || len(files) > 5 {
 		t.Errorf("%d segment files after 7 s with max_age 2 s", len(files))
+	}
+}
+
+func getJSONAuth(t *testing.T, url, tok string, v any) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := insecureClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d", url, resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/outpost-gw/outpost/internal/buildinfo"
+	"github.com/outpost-gw/outpost/internal/tokens"
 	"github.com/outpost-gw/outpost/recorder/playback"
 )
 
@@ -53,9 +54,10 @@ func (d *daemon) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", d.handleHealthz)
 	mux.HandleFunc("GET /api/v1/status", d.handleStatus)
-	mux.HandleFunc("GET /api/v1/cameras", d.handleCameras)
-	mux.HandleFunc("GET /api/v1/recordings", d.handleRecordings)
-	mux.Handle("GET /api/v1/recordings/video", playback.Handler(d.rec.ix, d.rec.root, d.rec.known, d.log.With("component", "playback")))
+	mux.HandleFunc("GET /api/v1/cameras", d.viewer(tokens.ActionLive, d.handleCameras))
+	mux.HandleFunc("GET /api/v1/recordings", d.viewer(tokens.ActionPlayback, d.handleRecordings))
+	mux.HandleFunc("GET /api/v1/recordings/video", d.viewer(tokens.ActionPlayback,
+		playback.Handler(d.rec.ix, d.rec.root, d.rec.known, d.log.With("component", "playback")).ServeHTTP))
 	return mux
 }
 
