@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -15,6 +16,8 @@ import (
 	"github.com/outpost-gw/outpost/internal/config"
 	"github.com/outpost-gw/outpost/internal/tokens"
 	"github.com/outpost-gw/outpost/recorder/democam"
+	"github.com/outpost-gw/outpost/recorder/rtsptest"
+	"github.com/outpost-gw/outpost/recorder/synth"
 )
 
 // TestRecordsCamera: a configured camera is recorded to segments that the
@@ -179,5 +182,48 @@ func getJSONAuth(t *testing.T, url, tok string, v any) {
 	}
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestEightCamerasOneHostile: eight cameras at once, one of them sending
+// garbage (random payloads, random timestamps, non-RTP frames): the daemon
+// keeps serving and the seven others keep recording.
+func TestEightCamerasOneHostile(t *testing.T) {
+	cfg := testConfig()
+	cfg.Recorder.SegmentDuration = config.Duration(2 * time.Second)
+	cfg.Recorder.PartDuration = config.Duration(500 * time.Millisecond)
+	for i := range 7 {
+		cam, err := democam.Start(democam.Options{FPS: 10, GOP: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cam.Close()
+		cfg.Recorder.Cameras = append(cfg.Recorder.Cameras, config.Camera{ID: fmt.Sprintf("cam%d", i), URL: cam.URL})
+	}
+	src, _ := synth.New(synth.Options{FPS: 10, GOP: 10})
+	st := rtsptest.H264Stream{SPS: src.Track().SPS, PPS: src.Track().PPS, FPS: 10}
+	for range 10 {
+		st.Frames = append(st.Frames, src.Next().AU)
+	}
+	hostile, err := rtsptest.StartCamera(rtsptest.CameraConfig{Stream: st, Fault: rtsptest.Garbage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostile.Close()
+	cfg.Recorder.Cameras = append(cfg.Recorder.Cameras, config.Camera{ID: "hostile", URL: hostile.URL()})
+	data := filepath.Join(t.TempDir(), "d")
+	r := start(t, Options{Config: cfg, DataDir: data})
+	time.Sleep(6 * time.Second)
+	resp, err := insecureClient().Get("https://" + r.ep.HTTPS + "/healthz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("daemon not serving with a hostile camera: %v", err)
+	}
+	resp.Body.Close()
+	r.stop(t)
+	for i := range 7 {
+		files, _ := filepath.Glob(filepath.Join(data, "recordings", fmt.Sprintf("cam%d", i), "*", "*.mp4"))
+		if len(files) < 2 {
+			t.Errorf("cam%d: %d segments next to a hostile camera, want ≥ 2", i, len(files))
+		}
 	}
 }
