@@ -271,7 +271,7 @@ func (l *Link) dial(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (n
 		}
 		return nil, err
 	}
-	return &countingConn{Conn: conn, up: &l.bytesUp, down: &l.bytesDown}, nil
+	return newCountingConn(conn, &l.bytesUp, &l.bytesDown), nil
 }
 
 // Run keeps the link up until ctx ends.
@@ -667,9 +667,27 @@ func (l *Link) config(ctx context.Context, p *paho.Publish) {
 	}
 }
 
+// countingConn counts the bytes a connection carries. It must stay a
+// sync.Locker: paho writes each packet as several Writes (header, then
+// body) and holds the conn's lock only if the conn is a sync.Locker.
+// Without it, packets that goroutines send at once (every stream's sender
+// publishes right after a connect) interleave on the wire; the broker then
+// parses a garbled PUBLISH, may acknowledge its packet id — so an entry left
+// the outbox although nobody got it — and drops the connection as malformed.
 type countingConn struct {
 	net.Conn
+	sync.Locker
 	up, down *atomic.Int64
+}
+
+// newCountingConn wraps conn, sharing its write lock when it has one (as
+// Dialer's conns do), so that nothing else writing to it can interleave.
+func newCountingConn(conn net.Conn, up, down *atomic.Int64) *countingConn {
+	lk, ok := conn.(sync.Locker)
+	if !ok {
+		lk = new(sync.Mutex)
+	}
+	return &countingConn{Conn: conn, Locker: lk, up: up, down: down}
 }
 
 func (c *countingConn) Read(b []byte) (int, error) {

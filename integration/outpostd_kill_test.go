@@ -8,9 +8,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -121,11 +121,14 @@ func TestOutpostdKill9NothingLost(t *testing.T) {
 	}()
 
 	const kills = 20
+	var killTimes []time.Time
 	for range kills {
 		cmd := startBox()
 		time.Sleep(time.Duration(300+rand.IntN(1200)) * time.Millisecond)
 		cmd.Process.Signal(syscall.SIGKILL)
+		killTimes = append(killTimes, time.Now())
 		cmd.Wait()
+		fmt.Fprintf(logs, "=== test: SIGKILL at %s\n", killTimes[len(killTimes)-1].Format(time.RFC3339Nano))
 	}
 	// Last run: let it drain, then stop it cleanly.
 	cmd := startBox()
@@ -175,7 +178,13 @@ func TestOutpostdKill9NothingLost(t *testing.T) {
 	for _, e := range entries {
 		if _, ok := got[e.Seq]; !ok {
 			missing = append(missing, e.Seq)
-			t.Logf("missing entry: %+v", e)
+			near := time.Duration(1 << 62)
+			for _, k := range killTimes {
+				if d := e.Time.Sub(k); d.Abs() < near.Abs() {
+					near = d
+				}
+			}
+			t.Logf("missing entry: seq %d at %s (%s, made %v after the nearest SIGKILL; negative: before it)", e.Seq, e.Time.Format("15:04:05.000"), e.Action, near)
 		}
 	}
 	t.Logf("%d SIGKILLs: the box kept %d audit entries; the fleet received %d distinct (%d duplicates, same ids)", kills, len(entries), len(got), dups)
@@ -183,7 +192,8 @@ func TestOutpostdKill9NothingLost(t *testing.T) {
 		b, _ := os.ReadFile(logs.Name())
 		var errs []string
 		for _, l := range strings.Split(string(b), "\n") {
-			if strings.Contains(l, "level=ERROR") || strings.Contains(l, "refused") {
+			if strings.Contains(l, "level=ERROR") || strings.Contains(l, "refused") ||
+				strings.Contains(l, "disconnected us") || strings.Contains(l, "client error") || strings.Contains(l, "SIGKILL at") {
 				errs = append(errs, l)
 			}
 		}
