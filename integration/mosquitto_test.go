@@ -929,7 +929,9 @@ func TestMosquittoTakeoverReadsNoQueuedCommand(t *testing.T) {
 	}
 	queue := func(name string) wire.ID {
 		id, p := mosqCommand(t, name)
-		if rc := obs.publish(t, cloudlink.DownTopic(b.ID(), "command"), 1, p); rc != 0 {
+		// 0x10 "no matching subscribers" is success too: the box's
+		// session may not hold its subscription yet at that instant.
+		if rc := obs.publish(t, cloudlink.DownTopic(b.ID(), "command"), 1, p); rc != 0 && rc != 0x10 {
 			t.Fatalf("operator publish: PUBACK %#x", rc)
 		}
 		return id

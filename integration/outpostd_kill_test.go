@@ -108,13 +108,15 @@ func TestOutpostdKill9NothingLost(t *testing.T) {
 		return cmd
 	}
 	// The fleet keeps sending commands; each one is audited by the box.
+	cmdCtx, stopCommands := context.WithCancel(ctx)
+	defer stopCommands()
 	go func() {
-		for ctx.Err() == nil {
+		for cmdCtx.Err() == nil {
 			mu.Lock()
 			dev := device
 			mu.Unlock()
 			if dev != "" {
-				op.Command(ctx, dev, "ping", nil, 50*time.Millisecond)
+				op.Command(cmdCtx, dev, "ping", nil, 50*time.Millisecond)
 			}
 			time.Sleep(30 * time.Millisecond)
 		}
@@ -130,8 +132,13 @@ func TestOutpostdKill9NothingLost(t *testing.T) {
 		cmd.Wait()
 		fmt.Fprintf(logs, "=== test: SIGKILL at %s\n", killTimes[len(killTimes)-1].Format(time.RFC3339Nano))
 	}
-	// Last run: let it drain, then stop it cleanly.
+	// Last run: some more commands while it is up, then none (past their
+	// 50 ms deadline, queued ones are refused without an audit entry); let
+	// it drain, then stop it cleanly.
 	cmd := startBox()
+	time.Sleep(2 * time.Second)
+	stopCommands()
+	time.Sleep(time.Second)
 	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, Timeout: 2 * time.Second}
 	drained := false
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline) && !drained; time.Sleep(200 * time.Millisecond) {
@@ -149,8 +156,6 @@ func TestOutpostdKill9NothingLost(t *testing.T) {
 		resp.Body.Close()
 		drained = s.Cloud.State == "online" && s.Cloud.Outbox == 0
 	}
-	cancel() // stop the command sender before the final check
-	time.Sleep(500 * time.Millisecond)
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
 	if !drained {
