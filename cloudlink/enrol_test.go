@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/url"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -14,27 +13,15 @@ import (
 	"github.com/outpost-gw/outpost/cloudlink/identity"
 	"github.com/outpost-gw/outpost/cloudlink/outbox"
 	"github.com/outpost-gw/outpost/cloudlink/wire"
-	"github.com/outpost-gw/outpost/internal/broker"
 	"github.com/outpost-gw/outpost/internal/config"
 	"github.com/outpost-gw/outpost/internal/fleet"
 	"github.com/outpost-gw/outpost/internal/operator"
 	"github.com/outpost-gw/outpost/internal/store"
+	"github.com/outpost-gw/outpost/internal/testutil/fleettest"
 )
 
 // fleetBroker is a fleet with the embedded broker enforcing its rules.
-func fleetBroker(t *testing.T) (*fleet.Fleet, *url.URL) {
-	t.Helper()
-	f, err := fleet.Init(filepath.Join(t.TempDir(), "fleet"), fleet.InitOptions{Name: "t", BrokerURL: "mqtts://127.0.0.1:8883", BrokerHosts: []string{"127.0.0.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	br, err := broker.StartFleet(f, "127.0.0.1:0", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { br.Close() })
-	return f, br.URL()
-}
+func fleetBroker(t *testing.T) (*fleet.Fleet, *url.URL) { return fleettest.Start(t) }
 
 type box struct {
 	id   *identity.Identity
