@@ -60,6 +60,10 @@ type Recorder struct {
 	// MinFreeMB keeps this much of the volume free, deleting the oldest
 	// recordings first.
 	MinFreeMB int64 `json:"min_free_mb"`
+	// LiveRTSPAddr is where cameras are restreamed to LAN viewers over RTSP
+	// (rtsp://BOX:PORT/<camera>, a viewer token as password or ?token=);
+	// empty turns it off.
+	LiveRTSPAddr string `json:"live_rtsp_addr"`
 }
 
 // Camera is one RTSP camera.
@@ -137,7 +141,7 @@ func Default() Config {
 		Watchdog: Watchdog{Device: "/dev/watchdog", Interval: Duration(10 * time.Second)},
 		Storage:  Storage{GrowPerm: true},
 		Cloud:    Cloud{TelemetryInterval: Duration(time.Minute), OutboxBudgetMB: 64, RenewAfter: Duration(7 * 24 * time.Hour)},
-		Recorder: Recorder{SegmentDuration: Duration(time.Minute), PartDuration: Duration(time.Second), MinFreeMB: 1024},
+		Recorder: Recorder{SegmentDuration: Duration(time.Minute), PartDuration: Duration(time.Second), MinFreeMB: 1024, LiveRTSPAddr: ":8554"},
 	}
 }
 
@@ -313,6 +317,9 @@ func (r Recorder) validate() error {
 	}
 	if d := r.PartDuration.D(); d < 100*time.Millisecond || d > 10*time.Second || d > r.SegmentDuration.D() {
 		return &FieldError{"recorder.part_duration", fmt.Errorf("%w: %v is outside 100ms..10s or longer than a segment", ErrInvalid, d)}
+	}
+	if err := checkAddr(r.LiveRTSPAddr, true); err != nil {
+		return &FieldError{"recorder.live_rtsp_addr", err}
 	}
 	if r.MaxAge < 0 || r.BudgetMB < 0 || r.MinFreeMB < 0 {
 		return &FieldError{"recorder", fmt.Errorf("%w: max_age, budget_mb and min_free_mb cannot be negative", ErrInvalid)}

@@ -72,6 +72,8 @@ type Options struct {
 type Endpoints struct {
 	HTTPS string
 	HTTP  string
+	// RTSP is the live restream server's address, empty when off.
+	RTSP string
 	// DeviceID is the box's id when it belongs to a fleet.
 	DeviceID string
 }
@@ -250,6 +252,9 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	if a := lan.HTTPListenAddr(); a != nil {
 		ep.HTTP = a.String()
+	}
+	if d.rec.live != nil {
+		ep.RTSP = d.rec.live.Addr().String()
 	}
 
 	d.petter = d.newPetter()

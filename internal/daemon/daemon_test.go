@@ -27,6 +27,7 @@ func testConfig() *config.Config {
 	c := config.Default()
 	c.LAN.HTTPSAddr = "127.0.0.1:0"
 	c.LAN.HTTPAddr = "127.0.0.1:0"
+	c.Recorder.LiveRTSPAddr = "127.0.0.1:0"
 	c.Watchdog.Interval = config.Duration(100 * time.Millisecond)
 	c.Recorder.MinFreeMB = 0 // the fake disk is small
 	return &c

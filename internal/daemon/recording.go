@@ -15,6 +15,7 @@ import (
 	"github.com/outpost-gw/outpost/recorder"
 	"github.com/outpost-gw/outpost/recorder/index"
 	"github.com/outpost-gw/outpost/recorder/ingest"
+	"github.com/outpost-gw/outpost/recorder/live"
 	"github.com/outpost-gw/outpost/recorder/retention"
 	"github.com/outpost-gw/outpost/recorder/segment"
 )
@@ -26,6 +27,7 @@ type recording struct {
 	ix      *index.Index
 	cams    []*camera
 	cleaner *retention.Cleaner
+	live    *live.Server // RTSP restream; nil when off
 }
 
 type camera struct {
@@ -70,6 +72,11 @@ func (d *daemon) setupRecording() (*recording, error) {
 			return s.TotalBytes
 		}
 	}
+	if r.live, err = d.startLive(); err != nil {
+		// Recording matters more than live viewing: carry on without it.
+		log.Error("live restream off", "err", err)
+		r.live = nil
+	}
 	for _, cc := range d.cfg.Recorder.Cameras {
 		w, err := segment.New(segment.Config{
 			Dir:             r.root,
@@ -90,9 +97,13 @@ func (d *daemon) setupRecording() (*recording, error) {
 		if err != nil {
 			return nil, fmt.Errorf("camera %s: %w", cc.ID, err)
 		}
+		var sink recorder.Sink = w
+		if r.live != nil { // one camera connection feeds the recording and the live viewers
+			sink = live.Tee{w, r.live.Stream(cc.ID)}
+		}
 		in, err := ingest.New(ingest.Config{
 			ID: cc.ID, URL: cc.URL, Username: cc.Username, Password: cc.Password, Transport: cc.Transport,
-			Sink: w, Log: log,
+			Sink: sink, Log: log,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("camera %s: %w", cc.ID, err)
@@ -129,6 +140,9 @@ func (r *recording) run(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	if r.live != nil {
+		r.live.Close()
+	}
 	return nil
 }
 
