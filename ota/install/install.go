@@ -1,0 +1,359 @@
+// Package install is the on-box A/B install state machine: offer → verify →
+// stream into the inactive root slot → re-hash → trial boot → reboot →
+// health gate → commit (Switch, floor raised) or fall back to the old slot.
+// Every step is persisted in the store before it is acted on, so a power cut
+// at any point resumes (Resume) without ever switching to an unproven slot.
+package install
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/outpost-gw/outpost/internal/store"
+	"github.com/outpost-gw/outpost/ota/fetch"
+	"github.com/outpost-gw/outpost/ota/manifest"
+)
+
+// Target is the device's update API (gokrazy: /update/root, /update/testboot,
+// /update/switch, /reboot).
+type Target interface {
+	StreamTo(ctx context.Context, dest string, r io.Reader) error
+	Testboot(ctx context.Context) error
+	Switch(ctx context.Context) error
+	Reboot(ctx context.Context) error
+	// TrialBooted reports whether the running root is a trial boot of the
+	// other slot (gokrazy: gokrazy.try_boot_inactive=1 on the kernel command line).
+	TrialBooted() (bool, error)
+}
+
+// ReadBacker is an optional Target that can read back a written partition.
+type ReadBacker interface {
+	ReadBack(dest string) (io.ReadCloser, error)
+}
+
+// Phase is the persisted step.
+type Phase string
+
+const (
+	Idle        Phase = ""
+	Downloading Phase = "downloading"
+	Installed   Phase = "installed"
+	Trial       Phase = "trial"
+	Committed   Phase = "committed"
+	RolledBack  Phase = "rolled_back"
+	Refused     Phase = "refused"
+	Offered     Phase = "offered"
+	Verifying   Phase = "verifying"
+)
+
+// Event is one progress report.
+type Event struct {
+	Phase   Phase
+	Version uint64
+	Percent int    // Downloading
+	Reason  string // RolledBack, Refused
+}
+
+// State is what the store holds (bucket "ota", key "state").
+type State struct {
+	Phase       Phase  `json:"phase"`
+	Version     uint64 `json:"version"`
+	KeysDoc     []byte `json:"keys_doc,omitempty"`
+	Manifest    []byte `json:"manifest,omitempty"`
+	Floor       uint64 `json:"floor"`
+	KeysVersion uint64 `json:"keys_version"`
+	Reason      string `json:"reason,omitempty"`
+}
+
+var bucket = store.NewBucket[State]("ota")
+
+// ErrTrialBooted refuses streaming a root while trial-booted: gokrazy then
+// reports the running partition as inactive.
+var ErrTrialBooted = errors.New("install: refusing to stream a root update while trial-booted")
+
+// ErrBusy refuses an offer while another install is in progress.
+var ErrBusy = errors.New("install: an update is already in progress")
+
+// Installer runs the state machine.
+type Installer struct {
+	Store    *store.Store
+	Root     manifest.RootOfTrust
+	HWTarget string // "amd64" or "rpi"
+	Target   Target
+	Client   *http.Client
+	Fetch    fetch.Options
+	Now      func() time.Time
+	// Health must return nil once the box is healthy (cloud link up,
+	// recorder writing when cameras are configured) within Window.
+	Health func(ctx context.Context) error
+	Window time.Duration // default 5 min
+	// Progress receives every event (the daemon sends them as cloud events).
+	Progress func(Event)
+	// Audit records every refusal and outcome.
+	Audit func(action, detail string)
+	Log   *slog.Logger
+
+	mu sync.Mutex
+}
+
+func (in *Installer) emit(e Event) {
+	if in.Progress != nil {
+		in.Progress(e)
+	}
+}
+
+func (in *Installer) audit(action, detail string) {
+	if in.Audit != nil {
+		in.Audit(action, detail)
+	}
+}
+
+func (in *Installer) log() *slog.Logger {
+	if in.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return in.Log
+}
+
+// Load returns the persisted state.
+func (in *Installer) Load() (State, error) {
+	var st State
+	err := in.Store.View(func(tx *bolt.Tx) error {
+		var err error
+		st, err = bucket.Get(tx, "state")
+		if errors.Is(err, store.ErrNotFound) {
+			st, err = State{}, nil
+		}
+		return err
+	})
+	return st, err
+}
+
+func (in *Installer) save(st State) error {
+	return in.Store.Update(func(tx *bolt.Tx) error { return bucket.Put(tx, "state", st) })
+}
+
+func (in *Installer) refuse(v uint64, err error) error {
+	in.audit("ota.refused", err.Error())
+	in.emit(Event{Phase: Refused, Version: v, Reason: err.Error()})
+	return err
+}
+
+// Offer verifies an offered release and, if it passes, streams it into the
+// inactive root slot, marks a trial boot and reboots. It returns after the
+// reboot was requested (or with the refusal / failure).
+func (in *Installer) Offer(ctx context.Context, keysDoc, manifestDoc []byte) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	st, err := in.Load()
+	if err != nil {
+		return err
+	}
+	in.emit(Event{Phase: Offered})
+	switch st.Phase {
+	case Idle, Committed, RolledBack, Refused:
+	default:
+		return in.refuse(0, fmt.Errorf("%w (%s of v%d)", ErrBusy, st.Phase, st.Version))
+	}
+	if trial, err := in.Target.TrialBooted(); err != nil || trial {
+		if err == nil {
+			err = ErrTrialBooted
+		}
+		return in.refuse(0, err)
+	}
+	in.emit(Event{Phase: Verifying})
+	m, err := in.verify(st, keysDoc, manifestDoc)
+	if err != nil {
+		return in.refuse(0, err)
+	}
+	st.Phase, st.Version, st.KeysDoc, st.Manifest, st.Reason = Downloading, m.Version, keysDoc, manifestDoc, ""
+	if err := in.save(st); err != nil {
+		return err
+	}
+	return in.fromDownloading(ctx, st, m)
+}
+
+func (in *Installer) verify(st State, keysDoc, manifestDoc []byte) (manifest.Manifest, error) {
+	now := time.Now
+	if in.Now != nil {
+		now = in.Now
+	}
+	ms := manifest.State{Floor: st.Floor, KeysVersion: st.KeysVersion, Target: in.HWTarget, Now: now()}
+	return manifest.Verify(in.Root, keysDoc, manifestDoc, ms)
+}
+
+// fromDownloading streams the root artifact into the target; a power cut
+// during it restarts the download from the start (the slot is inactive).
+func (in *Installer) fromDownloading(ctx context.Context, st State, m manifest.Manifest) error {
+	art, err := m.Artifact("root")
+	if err != nil {
+		return in.fail(st, err)
+	}
+	if trial, err := in.Target.TrialBooted(); err != nil || trial {
+		if err == nil {
+			err = ErrTrialBooted
+		}
+		return in.fail(st, err)
+	}
+	opts := in.Fetch
+	last := -1
+	opts.Progress = func(n int64) {
+		if p := int(n * 100 / max(art.Length, 1)); p != last {
+			last = p
+			in.emit(Event{Phase: Downloading, Version: m.Version, Percent: p})
+		}
+	}
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := in.Target.StreamTo(ctx, "root", pr)
+		pr.CloseWithError(err)
+		done <- err
+	}()
+	ferr := fetch.Fetch(ctx, in.Client, art, pw, opts)
+	if ferr != nil {
+		pw.CloseWithError(ferr)
+	} else {
+		pw.Close()
+	}
+	serr := <-done
+	if ferr != nil {
+		return in.fail(st, fmt.Errorf("fetch: %w", ferr))
+	}
+	if serr != nil {
+		return in.fail(st, fmt.Errorf("stream to root: %w", serr))
+	}
+	if rb, ok := in.Target.(ReadBacker); ok {
+		in.emit(Event{Phase: Verifying, Version: m.Version})
+		if err := rehash(rb, art); err != nil {
+			return in.fail(st, err)
+		}
+	}
+	st.Phase = Installed
+	if err := in.save(st); err != nil {
+		return err
+	}
+	in.emit(Event{Phase: Installed, Version: m.Version})
+	return in.fromInstalled(ctx, st)
+}
+
+func rehash(rb ReadBacker, art manifest.Artifact) error {
+	r, err := rb.ReadBack("root")
+	if err != nil {
+		return fmt.Errorf("read back root: %w", err)
+	}
+	defer r.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, io.LimitReader(r, art.Length))
+	if err != nil {
+		return fmt.Errorf("read back root: %w", err)
+	}
+	if n != art.Length || [32]byte(h.Sum(nil)) != art.SHA256 {
+		return errors.New("install: written root partition does not hash to the signed digest")
+	}
+	return nil
+}
+
+func (in *Installer) fromInstalled(ctx context.Context, st State) error {
+	if err := in.Target.Testboot(ctx); err != nil {
+		return in.fail(st, fmt.Errorf("testboot: %w", err))
+	}
+	st.Phase = Trial
+	if err := in.save(st); err != nil {
+		return err
+	}
+	in.emit(Event{Phase: Trial, Version: st.Version})
+	in.audit("ota.trial_boot", fmt.Sprintf("v%d", st.Version))
+	return in.Target.Reboot(ctx)
+}
+
+// fail ends the attempt without touching the boot configuration.
+func (in *Installer) fail(st State, err error) error {
+	st.Phase, st.Reason = RolledBack, err.Error()
+	st.KeysDoc, st.Manifest = nil, nil
+	if serr := in.save(st); serr != nil {
+		return errors.Join(err, serr)
+	}
+	in.audit("ota.failed", err.Error())
+	in.emit(Event{Phase: RolledBack, Version: st.Version, Reason: err.Error()})
+	return err
+}
+
+// Resume is called once at start-up. It continues whatever step a reboot or
+// power cut interrupted; in Trial it runs the health gate.
+func (in *Installer) Resume(ctx context.Context) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	st, err := in.Load()
+	if err != nil {
+		return err
+	}
+	switch st.Phase {
+	case Downloading:
+		m, err := in.verify(State{Floor: st.Floor, KeysVersion: st.KeysVersion}, st.KeysDoc, st.Manifest)
+		if err != nil {
+			return in.fail(st, fmt.Errorf("resume: %w", err))
+		}
+		in.log().Info("ota: resuming interrupted download", "version", st.Version)
+		return in.fromDownloading(ctx, st, m)
+	case Installed:
+		return in.fromInstalled(ctx, st)
+	case Trial:
+		return in.gate(ctx, st)
+	}
+	return nil
+}
+
+func (in *Installer) gate(ctx context.Context, st State) error {
+	trial, err := in.Target.TrialBooted()
+	if err != nil {
+		return in.fail(st, fmt.Errorf("trial boot state: %w", err))
+	}
+	if !trial {
+		// The new slot did not come up (or the power was cut during
+		// the trial): gokrazy fell back to the old slot by itself.
+		return in.fail(st, errors.New("trial boot did not run the new version (fell back to the old slot)"))
+	}
+	w := in.Window
+	if w <= 0 {
+		w = 5 * time.Minute
+	}
+	hctx, cancel := context.WithTimeout(ctx, w)
+	defer cancel()
+	if in.Health != nil {
+		if err := in.Health(hctx); err != nil {
+			// Record the outcome first, then reboot: the trial boot
+			// returns to the old slot by itself.
+			ferr := in.fail(st, fmt.Errorf("health gate: %w", err))
+			if rerr := in.Target.Reboot(ctx); rerr != nil {
+				return errors.Join(ferr, rerr)
+			}
+			return ferr
+		}
+	}
+	if err := in.Target.Switch(ctx); err != nil {
+		ferr := in.fail(st, fmt.Errorf("switch: %w", err))
+		return errors.Join(ferr, in.Target.Reboot(ctx))
+	}
+	keys, _, kerr := manifest.ParseKeysUnverified(st.KeysDoc)
+	if kerr == nil && keys.Version > st.KeysVersion {
+		st.KeysVersion = keys.Version
+	}
+	st.Phase, st.Floor, st.Reason = Committed, st.Version, ""
+	st.KeysDoc, st.Manifest = nil, nil
+	if err := in.save(st); err != nil {
+		return err
+	}
+	in.audit("ota.committed", fmt.Sprintf("v%d", st.Version))
+	in.emit(Event{Phase: Committed, Version: st.Version})
+	return nil
+}

@@ -1,0 +1,273 @@
+package install
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/outpost-gw/outpost/internal/store"
+	"github.com/outpost-gw/outpost/ota/manifest"
+)
+
+type rig struct {
+	in       *Installer
+	fake     *Fake
+	dir      string
+	events   []Event
+	audits   []string
+	mu       sync.Mutex
+	keys     []byte
+	root     manifest.RootOfTrust
+	relPrivs []ed25519.PrivateKey
+	srv      *httptest.Server
+	image    []byte
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	r := &rig{dir: t.TempDir()}
+	root, rootPrivs, err := manifest.NewRootKeys(3, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.root = root
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	r.relPrivs = []ed25519.PrivateKey{priv}
+	r.keys, err = manifest.SignKeys(rootPrivs[:2], manifest.KeysDocument{Version: 1, Expires: time.Now().Add(time.Hour), Threshold: 1, Keys: []ed25519.PublicKey{pub}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.image = bytes.Repeat([]byte("squashfs"), 64<<10)
+	r.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, q *http.Request) {
+		http.ServeContent(w, q, "root.img", time.Time{}, bytes.NewReader(r.image))
+	}))
+	t.Cleanup(r.srv.Close)
+	r.fake = &Fake{Path: filepath.Join(r.dir, "slot")}
+	r.reopen(t)
+	return r
+}
+
+// reopen simulates a power cut: a new store handle and a new Installer.
+func (r *rig) reopen(t *testing.T) {
+	t.Helper()
+	if r.in != nil {
+		r.in.Store.Close()
+	}
+	st, err := store.Open(filepath.Join(r.dir, "db"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.in = &Installer{
+		Store: st, Root: r.root, HWTarget: "amd64", Target: r.fake, Client: r.srv.Client(),
+		Window:   time.Second,
+		Progress: func(e Event) { r.mu.Lock(); r.events = append(r.events, e); r.mu.Unlock() },
+		Audit:    func(a, d string) { r.mu.Lock(); r.audits = append(r.audits, a); r.mu.Unlock() },
+	}
+	t.Cleanup(func() { st.Close() })
+}
+
+func (r *rig) manifest(t *testing.T, v uint64, img []byte) []byte {
+	t.Helper()
+	b, err := manifest.SignManifest(r.relPrivs, manifest.Manifest{Version: v, Target: "amd64", Expires: time.Now().Add(time.Hour),
+		Artifacts: []manifest.Artifact{{Name: "root", URL: r.srv.URL + "/root.img", Length: int64(len(img)), SHA256: sha256.Sum256(img)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (r *rig) phase(t *testing.T) Phase {
+	st, err := r.in.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Phase
+}
+
+func (r *rig) last() Event { r.mu.Lock(); defer r.mu.Unlock(); return r.events[len(r.events)-1] }
+
+func TestCommit(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	if err := r.in.Offer(ctx, r.keys, r.manifest(t, 2, r.image)); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(r.fake.Path)
+	if !bytes.Equal(got, r.image) {
+		t.Fatal("slot does not hold the image")
+	}
+	if p := r.phase(t); p != Trial {
+		t.Fatalf("phase %q", p)
+	}
+	r.fake.Boot()
+	r.reopen(t)
+	r.in.Health = func(context.Context) error { return nil }
+	if err := r.in.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := r.in.Load()
+	if st.Phase != Committed || st.Floor != 2 || st.KeysVersion != 1 {
+		t.Fatalf("state %+v", st)
+	}
+	want := []string{"stream:root", "testboot", "reboot", "switch"}
+	if !slices.Equal(r.fake.Calls, want) {
+		t.Fatalf("calls %v, want %v", r.fake.Calls, want)
+	}
+	if e := r.last(); e.Phase != Committed {
+		t.Fatalf("last event %+v", e)
+	}
+	// The same version again is now below the floor: refused.
+	if err := r.in.Offer(ctx, r.keys, r.manifest(t, 2, r.image)); !errors.Is(err, manifest.ErrRollback) {
+		t.Fatalf("replay of v2: %v", err)
+	}
+}
+
+func TestHealthGateFails(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	if err := r.in.Offer(ctx, r.keys, r.manifest(t, 2, r.image)); err != nil {
+		t.Fatal(err)
+	}
+	r.fake.Boot()
+	r.reopen(t)
+	r.in.Health = func(ctx context.Context) error { <-ctx.Done(); return errors.New("cloud link down") }
+	if err := r.in.Resume(ctx); err == nil {
+		t.Fatal("gate passed")
+	}
+	st, _ := r.in.Load()
+	if st.Phase != RolledBack || st.Floor != 0 {
+		t.Fatalf("state %+v", st)
+	}
+	if slices.Contains(r.fake.Calls, "switch") || r.fake.Calls[len(r.fake.Calls)-1] != "reboot" {
+		t.Fatalf("calls %v", r.fake.Calls)
+	}
+	if e := r.last(); e.Phase != RolledBack || e.Reason == "" {
+		t.Fatalf("last event %+v", e)
+	}
+}
+
+func TestTrialFallsBack(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	if err := r.in.Offer(ctx, r.keys, r.manifest(t, 2, r.image)); err != nil {
+		t.Fatal(err)
+	}
+	r.fake.FailBoot = true
+	r.fake.Boot()
+	r.reopen(t)
+	if err := r.in.Resume(ctx); err == nil {
+		t.Fatal("no failure reported")
+	}
+	if p := r.phase(t); p != RolledBack || slices.Contains(r.fake.Calls, "switch") {
+		t.Fatalf("phase %q calls %v", p, r.fake.Calls)
+	}
+}
+
+// TestPowerCut resumes from each persisted step.
+func TestPowerCut(t *testing.T) {
+	for _, ph := range []Phase{Downloading, Installed, Trial} {
+		t.Run(string(ph), func(t *testing.T) {
+			r := newRig(t)
+			ctx := context.Background()
+			m := r.manifest(t, 2, r.image)
+			st := State{Phase: ph, Version: 2, KeysDoc: r.keys, Manifest: m}
+			if err := r.in.save(st); err != nil {
+				t.Fatal(err)
+			}
+			if ph != Downloading {
+				os.WriteFile(r.fake.Path, r.image, 0o644)
+				r.fake.Trial = ph == Trial // the cut came after the reboot into the trial
+			} else {
+				os.WriteFile(r.fake.Path, r.image[:100], 0o644) // torn slot
+			}
+			r.reopen(t)
+			r.in.Health = func(context.Context) error { return nil }
+			if err := r.in.Resume(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if ph != Trial {
+				if p := r.phase(t); p != Trial {
+					t.Fatalf("phase %q", p)
+				}
+				got, _ := os.ReadFile(r.fake.Path)
+				if !bytes.Equal(got, r.image) {
+					t.Fatal("slot not rewritten")
+				}
+				r.fake.Boot()
+				r.reopen(t)
+				r.in.Health = func(context.Context) error { return nil }
+				if err := r.in.Resume(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if p := r.phase(t); p != Committed {
+				t.Fatalf("phase %q, calls %v", p, r.fake.Calls)
+			}
+		})
+	}
+}
+
+func TestTamperedManifestRefused(t *testing.T) {
+	r := newRig(t)
+	m := r.manifest(t, 2, r.image)
+	m = bytes.Replace(m, []byte(`"version"`), []byte(`"versioN"`), 1)
+	err := r.in.Offer(context.Background(), r.keys, m)
+	if err == nil {
+		t.Fatal("tampered manifest accepted")
+	}
+	if len(r.fake.Calls) != 0 {
+		t.Fatalf("target touched: %v", r.fake.Calls)
+	}
+	if _, serr := os.Stat(r.fake.Path); serr == nil {
+		t.Fatal("bytes written")
+	}
+	if !slices.Contains(r.audits, "ota.refused") || r.last().Phase != Refused {
+		t.Fatalf("not audited/reported: %v %+v", r.audits, r.last())
+	}
+}
+
+func TestHashMismatchNotBooted(t *testing.T) {
+	r := newRig(t)
+	bad := append([]byte(nil), r.image...)
+	bad[0] ^= 1
+	if err := r.in.Offer(context.Background(), r.keys, r.manifest(t, 2, bad)); err == nil {
+		t.Fatal("accepted")
+	}
+	if slices.Contains(r.fake.Calls, "testboot") || r.phase(t) != RolledBack {
+		t.Fatalf("calls %v", r.fake.Calls)
+	}
+}
+
+func TestStreamingWhileTrialRefused(t *testing.T) {
+	r := newRig(t)
+	r.fake.Trial = true
+	err := r.in.Offer(context.Background(), r.keys, r.manifest(t, 2, r.image))
+	if !errors.Is(err, ErrTrialBooted) {
+		t.Fatalf("err %v", err)
+	}
+	if len(r.fake.Calls) != 0 {
+		t.Fatalf("calls %v", r.fake.Calls)
+	}
+}
+
+func TestBusyRefused(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	if err := r.in.Offer(ctx, r.keys, r.manifest(t, 2, r.image)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.in.Offer(ctx, r.keys, r.manifest(t, 3, r.image)); !errors.Is(err, ErrBusy) {
+		t.Fatalf("err %v", err)
+	}
+}
