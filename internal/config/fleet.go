@@ -39,6 +39,32 @@ type Fleet struct {
 	// claimed it, then with its own certificate.
 	ClaimCertPEM string `json:"claim_cert_pem"`
 	ClaimKeyPEM  string `json:"claim_key_pem"`
+	// OTARoot pins the update root of trust (docs/ota.md): empty refuses
+	// every update.
+	OTARoot OTARoot `json:"ota_root"`
+}
+
+// OTARoot is the fleet's update root: Ed25519 public keys (base64) and how
+// many of them must sign a release-keys document.
+type OTARoot struct {
+	Keys      []string `json:"keys"`
+	Threshold int      `json:"threshold"`
+}
+
+// PublicKeys decodes Keys.
+func (o OTARoot) PublicKeys() ([]ed25519.PublicKey, error) {
+	var out []ed25519.PublicKey
+	for i, k := range o.Keys {
+		b, err := base64.StdEncoding.DecodeString(k)
+		if err != nil || len(b) != ed25519.PublicKeySize {
+			return nil, &FieldError{fmt.Sprintf("ota_root.keys[%d]", i), fmt.Errorf("%w: not a base64 Ed25519 public key", ErrInvalid)}
+		}
+		out = append(out, b)
+	}
+	if len(out) > 0 && (o.Threshold < 1 || o.Threshold > len(out)) {
+		return nil, &FieldError{"ota_root.threshold", fmt.Errorf("%w: want 1..%d", ErrInvalid, len(out))}
+	}
+	return out, nil
 }
 
 // ParseFleet decodes and validates a fleet document strictly.
@@ -73,6 +99,9 @@ func LoadFleet(path string) (Fleet, error) {
 
 // Validate checks each field's form.
 func (f Fleet) Validate() error {
+	if _, err := f.OTARoot.PublicKeys(); err != nil {
+		return err
+	}
 	if f.Name == "" {
 		return &FieldError{"name", ErrMissing}
 	}

@@ -24,6 +24,9 @@ func TestParseFleet(t *testing.T) {
 		{"bad key", `{"name":"acme","broker_url":"mqtts://b:8883","public_key":"AAAA"}`, "public_key"},
 		{"bad ca", `{"name":"acme","broker_url":"mqtts://b:8883","ca_pem":"nope"}`, "ca_pem"},
 		{"unknown", `{"name":"acme","broker_url":"mqtts://b:8883","colour":1}`, "colour"},
+		{"ok ota_root", fmt.Sprintf(`{"name":"acme","broker_url":"mqtts://b:8883","ota_root":{"keys":[%q],"threshold":1}}`, key), ""},
+		{"bad ota key", `{"name":"acme","broker_url":"mqtts://b:8883","ota_root":{"keys":["AAAA"],"threshold":1}}`, "ota_root.keys[0]"},
+		{"bad ota threshold", fmt.Sprintf(`{"name":"acme","broker_url":"mqtts://b:8883","ota_root":{"keys":[%q],"threshold":2}}`, key), "ota_root.threshold"},
 		{"bad ntp", `{"name":"acme","broker_url":"mqtts://b:8883","ntp_servers":[""]}`, "ntp_servers[0]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

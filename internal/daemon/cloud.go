@@ -115,6 +115,7 @@ func (c *cloud) run(ctx context.Context) error {
 	c.link.Store(link)
 	go c.telemetry(ctx)
 	go c.renewals(ctx)
+	go c.otaResume(ctx)
 	return link.Run(ctx)
 }
 
@@ -127,6 +128,8 @@ func (c *cloud) HandleCommand(ctx context.Context, env wire.Envelope, cmd wire.C
 		r = okResult(map[string]any{"version": buildinfo.Version, "boot_id": c.d.bootID})
 	case "status":
 		r = okResult(c.d.status())
+	case "update":
+		r = c.handleUpdate(ctx, cmd)
 	default:
 		r = wire.CommandResult{Error: fmt.Sprintf("unknown command %q", cmd.Name)}
 	}
