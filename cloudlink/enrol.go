@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
@@ -50,7 +51,9 @@ type Enroller struct {
 // ErrEnrolRefused wraps the fleet's reason for refusing a request.
 var ErrEnrolRefused = errors.New("the fleet refused to enrol this box")
 
-// Run returns nil once the box holds a certificate, or the fleet's refusal.
+// Run returns nil once the box holds a certificate, or ctx's error. A
+// refusal from the fleet is logged and the request sent again: it may
+// answer a request someone else forged under this box's id.
 func (e *Enroller) Run(ctx context.Context) error {
 	if e.Identity.Enrolled() {
 		return nil
@@ -88,12 +91,13 @@ func (e *Enroller) Run(ctx context.Context) error {
 	var once sync.Once
 	var result error
 	finish := func(err error) { once.Do(func() { result = err; cancel() }) }
+	askAgain := make(chan struct{}, 1)
 
 	cm, err := autopaho.NewConnection(ctx, autopaho.ClientConfig{
 		ServerUrls:                    []*url.URL{e.BrokerURL},
 		KeepAlive:                     30,
 		CleanStartOnInitialConnection: true,
-		ReconnectBackoff:              expBackoff(orDur(e.MinBackoff, time.Second), orDur(e.MaxBackoff, 5*time.Minute)),
+		ReconnectBackoff:              growingBackoff(orDur(e.MinBackoff, time.Second), orDur(e.MaxBackoff, 5*time.Minute)),
 		AttemptConnection: func(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
 			if !e.ClockSet() {
 				return nil, ErrClockUnset
@@ -115,6 +119,7 @@ func (e *Enroller) Run(ctx context.Context) error {
 					select {
 					case <-ctx.Done():
 					case <-time.After(e.Repeat):
+					case <-askAgain:
 					}
 				}
 			}()
@@ -128,7 +133,15 @@ func (e *Enroller) Run(ctx context.Context) error {
 				}
 				if err := e.answer(pr.Packet.Payload, key); err != nil {
 					if errors.Is(err, ErrEnrolRefused) {
-						finish(err)
+						// Not final: anyone holding the claim credential can
+						// publish a request under this box's id, and the
+						// fleet's refusal of that one arrives here too. Ask
+						// again with this box's own request.
+						e.Log.Warn("enrolment: the fleet refused a request under this box's id; asking again", "err", err)
+						select {
+						case askAgain <- struct{}{}:
+						default:
+						}
 					} else {
 						e.Log.Warn("enrolment: ignored a bad answer", "err", err)
 					}
@@ -175,6 +188,19 @@ func (e *Enroller) answer(payload []byte, key *ecdsa.PrivateKey) error {
 	}
 	e.Log.Info("enrolment: the fleet signed this box's certificate", "device", r.DeviceID, "not_after", e.Identity.Cert.NotAfter)
 	return nil
+}
+
+// growingBackoff grows with every connection the enroller makes, failed or
+// dropped, and never resets: the claim credential is shared by every image,
+// and on mosquitto (use_username_as_clientid) boxes enrolling at the same
+// time take over each other's "claim" session. A backoff that reset on each
+// success would make them take turns kicking each other every second; this
+// one spreads them out, and each gets the retained answer at its next
+// connection. The first connection is immediate.
+func growingBackoff(lo, hi time.Duration) func(int) time.Duration {
+	var n atomic.Int64
+	b := expBackoff(lo, hi)
+	return func(int) time.Duration { return b(int(n.Add(1) - 1)) }
 }
 
 func orUnknown(s string) string {

@@ -196,6 +196,7 @@ func Allowed(user, clientID, topic string, write bool) bool {
 type FleetTLS interface {
 	BrokerCertFiles() (cert, key string)
 	CAPool() *x509.CertPool
+	ClientCAPool() *x509.CertPool
 	IsRevoked(*x509.Certificate) (bool, error)
 	IsEnrolled(id string) bool
 }
@@ -212,7 +213,7 @@ func StartFleet(f FleetTLS, addr string, log *slog.Logger) (*Broker, error) {
 		TLSAddr: addr,
 		TLS: &tls.Config{
 			Certificates: []tls.Certificate{cert},
-			ClientCAs:    f.CAPool(),
+			ClientCAs:    f.ClientCAPool(),
 			ClientAuth:   tls.RequireAndVerifyClientCert,
 			MinVersion:   tls.VersionTLS12,
 		},

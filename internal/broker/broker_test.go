@@ -136,7 +136,7 @@ func fleetBroker(t *testing.T) (*fleet.Fleet, string) {
 	}
 	br, err := Start(Options{
 		TLSAddr: "127.0.0.1:0",
-		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: f.CAPool(),
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: f.ClientCAPool(),
 			ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12},
 		IsRevoked:  f.IsRevoked,
 		IsEnrolled: f.IsEnrolled,

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -66,7 +68,8 @@ func runFleetInit(_ context.Context, args []string, stdout, stderr io.Writer) er
 	var hosts, ntp listFlag
 	fs.Var(&hosts, "broker-host", "name or address in the broker's certificate (repeatable; default: the URL's host)")
 	fs.Var(&ntp, "ntp", "NTP server for the boxes (repeatable)")
-	mqttPort := fs.Int("mosquitto-port", 8883, "port for the generated mosquitto.conf")
+	mqttPort := fs.Int("mosquitto-port", 8883, "boxes' port in the generated mosquitto.conf")
+	opPort := fs.Int("operator-port", 0, "the operator's port in the generated mosquitto.conf, on 127.0.0.1 (default: mosquitto-port+1)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -80,21 +83,34 @@ func runFleetInit(_ context.Context, args []string, stdout, stderr io.Writer) er
 	if len(hosts) == 0 {
 		hosts = listFlag{u.Hostname()}
 	}
+	for _, h := range []string{"127.0.0.1", "localhost"} { // the operator listener
+		if !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	if *opPort == 0 {
+		*opPort = *mqttPort + 1
+	}
 	f, err := fleet.Init(*dir, fleet.InitOptions{Name: *name, BrokerURL: *brokerURL, BrokerHosts: hosts, NTPServers: ntp})
 	if err != nil {
 		return err
 	}
-	conf, err := f.WriteMosquittoConfig(fleet.MosquittoOptions{Dir: f.Dir + "/mosquitto", Address: "0.0.0.0", Port: *mqttPort})
+	conf, err := f.WriteMosquittoConfig(fleet.MosquittoOptions{Dir: f.Dir + "/mosquitto", Address: "0.0.0.0", Port: *mqttPort,
+		OperatorAddress: "127.0.0.1", OperatorPort: *opPort})
 	if err != nil {
+		return err
+	}
+	if err := f.SetOperatorURL(fmt.Sprintf("mqtts://127.0.0.1:%d", *opPort)); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, `fleet %q created in %s
 
   fleet file for images:  %s   (outpost image build --fleet %s ...)
   broker config:          %s   (mosquitto -c %s)
+                          boxes on port %d, operator tools on 127.0.0.1:%d
 
 Keep %s private: it holds the fleet CA and signing keys.
-`, *name, f.Dir, f.FleetFilePath(), f.FleetFilePath(), conf, conf, f.Dir)
+`, *name, f.Dir, f.FleetFilePath(), f.FleetFilePath(), conf, conf, *mqttPort, *opPort, f.Dir)
 	return nil
 }
 
@@ -106,6 +122,9 @@ func connectOperator(ctx context.Context, dir, brokerOverride string, o operator
 		return nil, nil, err
 	}
 	raw := brokerOverride
+	if raw == "" {
+		raw = f.OperatorURL
+	}
 	if raw == "" {
 		ff, err := config.LoadFleet(f.FleetFilePath())
 		if err != nil {
@@ -160,7 +179,21 @@ func runFleetRevoke(_ context.Context, args []string, stdout, stderr io.Writer) 
 	if err := f.Revoke(pos[0]); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "revoked %s; its certificates are on %s.\nRestart mosquitto (it reads the CRL at start) to refuse the box now.\n", pos[0], f.CRLFile())
+	fmt.Fprintf(stdout, "revoked %s; its certificates are on %s.\n", pos[0], f.CRLFile())
+	mdir := filepath.Join(f.Dir, "mosquitto")
+	if _, err := os.Stat(filepath.Join(mdir, fleet.MosquittoConf)); err != nil {
+		return nil
+	}
+	signalled, err := f.ReloadMosquitto(mdir)
+	if err != nil {
+		return err
+	}
+	if signalled {
+		fmt.Fprintln(stdout, "mosquitto reloaded (SIGHUP): the box is cut off now, and refused when it reconnects.")
+	} else {
+		fmt.Fprintf(stdout, "mosquitto is not running here: copy %s and %s to the broker and reload it (systemctl reload mosquitto).\n",
+			f.CRLFile(), filepath.Join(mdir, "acl"))
+	}
 	return nil
 }
 

@@ -44,9 +44,13 @@ const (
 	brokerKey    = "broker.key"
 	operatorCert = "operator.crt"
 	operatorKey  = "operator.key"
-	registryFile = "devices.json"
-	crlFile      = "crl.pem"
-	metaFile     = "meta.json"
+	// The operator CA signs only operator identities: the broker's operator
+	// listener trusts it alone, so no box certificate can connect there.
+	operatorCACert = "operator-ca.crt"
+	operatorCAKey  = "operator-ca.key"
+	registryFile   = "devices.json"
+	crlFile        = "crl.pem"
+	metaFile       = "meta.json"
 )
 
 // Common names of the fleet's non-device identities. Device ids start with
@@ -67,6 +71,9 @@ var ErrExists = errors.New("a fleet already exists in this directory")
 type Fleet struct {
 	Dir  string
 	Name string
+	// OperatorURL is where operator tools dial the broker, if not where
+	// boxes do (SetOperatorURL).
+	OperatorURL string
 	// Now is the clock; tests replace it.
 	Now func() time.Time
 
@@ -89,6 +96,10 @@ type InitOptions struct {
 
 type meta struct {
 	Name string `json:"name"`
+	// OperatorURL is where operator tools reach the broker (mosquitto's
+	// operator listener); empty: the boxes' broker URL (the embedded broker
+	// takes operators and boxes on one listener).
+	OperatorURL string `json:"operator_url,omitempty"`
 }
 
 // Init creates a fleet in dir (which must not hold one).
@@ -103,7 +114,7 @@ func Init(dir string, o InitOptions) (*Fleet, error) {
 		return nil, err
 	}
 	f := &Fleet{Dir: dir, Name: o.Name, Now: time.Now}
-	der, key, err := selfSignedCA(o.Name, f.now())
+	der, key, err := selfSignedCA(o.Name, "Outpost fleet CA "+o.Name, f.now())
 	if err != nil {
 		return nil, err
 	}
@@ -112,6 +123,14 @@ func Init(dir string, o InitOptions) (*Fleet, error) {
 	}
 	f.ca, _ = x509.ParseCertificate(der)
 	f.caKey = key
+	opDER, opKey, err := selfSignedCA(o.Name, "Outpost operator CA "+o.Name, f.now())
+	if err != nil {
+		return nil, err
+	}
+	if err := writePair(f.path(operatorCACert), f.path(operatorCAKey), opDER, opKey); err != nil {
+		return nil, err
+	}
+	opCA, _ := x509.ParseCertificate(opDER)
 	_, sk, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err
@@ -129,16 +148,18 @@ func Init(dir string, o InitOptions) (*Fleet, error) {
 		hosts         []string
 		client        bool
 		validity      time.Duration
+		ca            *x509.Certificate
+		caKey         crypto.Signer
 	}{
-		{ClaimUser, claimCert, claimKey, nil, true, 20 * 365 * 24 * time.Hour},
-		{OperatorUser, operatorCert, operatorKey, nil, true, 5 * 365 * 24 * time.Hour},
-		{"broker", brokerCert, brokerKey, o.BrokerHosts, false, 5 * 365 * 24 * time.Hour},
+		{ClaimUser, claimCert, claimKey, nil, true, 20 * 365 * 24 * time.Hour, f.ca, f.caKey},
+		{OperatorUser, operatorCert, operatorKey, nil, true, 5 * 365 * 24 * time.Hour, opCA, opKey},
+		{"broker", brokerCert, brokerKey, o.BrokerHosts, false, 5 * 365 * 24 * time.Hour, f.ca, f.caKey},
 	} {
 		k, err := newKey()
 		if err != nil {
 			return nil, err
 		}
-		der, err := f.issue(c.cn, &k.PublicKey, c.hosts, c.client, c.validity)
+		der, err := f.issueBy(c.ca, c.caKey, c.cn, &k.PublicKey, c.hosts, c.client, c.validity)
 		if err != nil {
 			return nil, fmt.Errorf("issuing %s certificate: %w", c.cn, err)
 		}
@@ -198,6 +219,7 @@ func Open(dir string) (*Fleet, error) {
 		return nil, fmt.Errorf("fleet %s: %w", dir, err)
 	}
 	f.Name = m.Name
+	f.OperatorURL = m.OperatorURL
 	if f.ca, err = readCert(f.path(caCert)); err != nil {
 		return nil, fmt.Errorf("fleet: %w", err)
 	}
@@ -240,6 +262,20 @@ func (f *Fleet) CA() *x509.Certificate { return f.ca }
 
 // CAPEM is the fleet CA certificate, PEM.
 func (f *Fleet) CAPEM() []byte { return certPEM(f.ca.Raw) }
+
+// OperatorCAFile is the CA of operator identities (the broker's operator
+// listener trusts only it).
+func (f *Fleet) OperatorCAFile() string { return f.path(operatorCACert) }
+
+// ClientCAPool holds the CAs whose client certificates a broker accepts:
+// the fleet CA (boxes, claim) and the operator CA.
+func (f *Fleet) ClientCAPool() *x509.CertPool {
+	p := f.CAPool()
+	if c, err := readCert(f.path(operatorCACert)); err == nil {
+		p.AddCert(c)
+	}
+	return p
+}
 
 // CAPool is a pool holding only the fleet CA.
 func (f *Fleet) CAPool() *x509.CertPool {
@@ -395,7 +431,8 @@ func (f *Fleet) Renew(deviceID string, csrDER []byte) ([]byte, error) {
 }
 
 // Revoke marks a box revoked and puts every certificate it was issued on
-// the CRL. The broker must reload the CRL (mosquitto: restart) to refuse it.
+// the CRL. The broker must reload the CRL and ACL to refuse it (mosquitto:
+// ReloadMosquitto, a SIGHUP).
 func (f *Fleet) Revoke(deviceID string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -415,6 +452,30 @@ func (f *Fleet) Revoke(deviceID string) error {
 		return err
 	}
 	return f.writeCRL(r)
+}
+
+// SetOperatorURL records where operator tools reach the broker.
+func (f *Fleet) SetOperatorURL(u string) error {
+	f.OperatorURL = u
+	return f.writeJSON(metaFile, meta{Name: f.Name, OperatorURL: u}, 0o644)
+}
+
+// RevokedDevices lists the ids of revoked boxes, sorted.
+func (f *Fleet) RevokedDevices() ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, err := f.loadRegistry()
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for id, d := range r.Devices {
+		if d.Revoked != nil {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids, nil
 }
 
 // IsEnrolled reports whether id is a box the fleet has enrolled.

@@ -79,7 +79,7 @@ func writePair(certPath, keyPath string, certDER []byte, key crypto.Signer) erro
 	return atomicfile.WriteFile(certPath, certPEM(certDER), 0o644)
 }
 
-func selfSignedCA(name string, now time.Time) ([]byte, *ecdsa.PrivateKey, error) {
+func selfSignedCA(name, cn string, now time.Time) ([]byte, *ecdsa.PrivateKey, error) {
 	key, err := newKey()
 	if err != nil {
 		return nil, nil, err
@@ -90,7 +90,7 @@ func selfSignedCA(name string, now time.Time) ([]byte, *ecdsa.PrivateKey, error)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          sn,
-		Subject:               pkix.Name{Organization: []string{"Outpost fleet " + name}, CommonName: "Outpost fleet CA " + name},
+		Subject:               pkix.Name{Organization: []string{"Outpost fleet " + name}, CommonName: cn},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.AddDate(20, 0, 0),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
@@ -102,8 +102,13 @@ func selfSignedCA(name string, now time.Time) ([]byte, *ecdsa.PrivateKey, error)
 	return der, key, err
 }
 
-// issue signs a leaf certificate for pub.
+// issue signs a leaf certificate for pub with the fleet CA.
 func (f *Fleet) issue(cn string, pub crypto.PublicKey, hosts []string, client bool, validity time.Duration) ([]byte, error) {
+	return f.issueBy(f.ca, f.caKey, cn, pub, hosts, client, validity)
+}
+
+// issueBy signs a leaf certificate for pub with the given CA.
+func (f *Fleet) issueBy(ca *x509.Certificate, caKey crypto.Signer, cn string, pub crypto.PublicKey, hosts []string, client bool, validity time.Duration) ([]byte, error) {
 	sn, err := serial()
 	if err != nil {
 		return nil, err
@@ -128,7 +133,7 @@ func (f *Fleet) issue(cn string, pub crypto.PublicKey, hosts []string, client bo
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	return x509.CreateCertificate(rand.Reader, tmpl, f.ca, pub, f.caKey)
+	return x509.CreateCertificate(rand.Reader, tmpl, ca, pub, caKey)
 }
 
 // checkCSR parses and verifies a CSR's self-signature.
