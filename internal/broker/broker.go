@@ -24,6 +24,10 @@ type Options struct {
 	// TLSAddr, with TLS set, is the mTLS listener address (e.g. 127.0.0.1:0).
 	TLSAddr string
 	TLS     *tls.Config
+	// WSSAddr, with TLS set, is an optional MQTT-over-WebSocket listener
+	// (wss://WSSAddr/mqtt, the boxes' port-443 path) with the same TLS
+	// config, client certificates and rules as the mTLS listener.
+	WSSAddr string
 	// IsRevoked refuses a client certificate at connect.
 	IsRevoked func(*x509.Certificate) (bool, error)
 	// IsEnrolled says whether a device id belongs to an enrolled box: the
@@ -40,6 +44,7 @@ type Options struct {
 type Broker struct {
 	srv       *mqtt.Server
 	tlsAddr   string
+	wssAddr   string
 	plainAddr string
 }
 
@@ -62,6 +67,20 @@ func Start(o Options) (*Broker, error) {
 			return nil, fmt.Errorf("broker: %w", err)
 		}
 		b.tlsAddr = l.Address()
+	}
+	if o.WSSAddr != "" {
+		if o.TLS == nil {
+			return nil, fmt.Errorf("broker: a WebSocket listener needs TLS")
+		}
+		l, err := newWSS("wss", o.WSSAddr, o.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+		if err := srv.AddListener(l); err != nil {
+			l.ln.Close()
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+		b.wssAddr = l.Address()
 	}
 	if o.PlainAddr != "" {
 		l := listeners.NewTCP(listeners.Config{ID: "plain", Address: o.PlainAddr})
@@ -115,7 +134,8 @@ func (h *fleetHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 }
 
 func peer(cl *mqtt.Client) *x509.Certificate {
-	tc, ok := cl.Net.Conn.(*tls.Conn)
+	// *tls.Conn on the mTLS listener, *wsConn on the WebSocket one.
+	tc, ok := cl.Net.Conn.(interface{ ConnectionState() tls.ConnectionState })
 	if !ok {
 		return nil
 	}
@@ -204,12 +224,22 @@ type FleetTLS interface {
 // StartFleet starts a broker that enforces a fleet's rules on one mTLS
 // listener at addr (e.g. 127.0.0.1:0): the demo's broker and the tests'.
 func StartFleet(f FleetTLS, addr string, log *slog.Logger) (*Broker, error) {
+	o, err := FleetOptions(f, addr, log)
+	if err != nil {
+		return nil, err
+	}
+	return Start(o)
+}
+
+// FleetOptions are the Options StartFleet uses, for a caller that adds a
+// listener (e.g. WSSAddr) before Start.
+func FleetOptions(f FleetTLS, addr string, log *slog.Logger) (Options, error) {
 	cf, kf := f.BrokerCertFiles()
 	cert, err := tls.LoadX509KeyPair(cf, kf)
 	if err != nil {
-		return nil, fmt.Errorf("broker: %w", err)
+		return Options{}, fmt.Errorf("broker: %w", err)
 	}
-	return Start(Options{
+	return Options{
 		TLSAddr: addr,
 		TLS: &tls.Config{
 			Certificates: []tls.Certificate{cert},
@@ -220,8 +250,16 @@ func StartFleet(f FleetTLS, addr string, log *slog.Logger) (*Broker, error) {
 		IsRevoked:  f.IsRevoked,
 		IsEnrolled: f.IsEnrolled,
 		Log:        log,
-	})
+	}, nil
 }
 
 // URL is the mqtts:// URL of the TLS listener.
 func (b *Broker) URL() *url.URL { return &url.URL{Scheme: "mqtts", Host: b.tlsAddr} }
+
+// WSSURL is the wss://…/mqtt URL of the WebSocket listener, nil without one.
+func (b *Broker) WSSURL() *url.URL {
+	if b.wssAddr == "" {
+		return nil
+	}
+	return &url.URL{Scheme: "wss", Host: b.wssAddr, Path: wssPath}
+}

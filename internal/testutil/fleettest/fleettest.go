@@ -27,3 +27,27 @@ func Start(t testing.TB) (*fleet.Fleet, *url.URL) {
 	t.Cleanup(func() { br.Close() })
 	return f, br.URL()
 }
+
+// StartWSS is Start with the broker also listening for MQTT over WebSocket
+// over TLS (the boxes' port-443 path): it returns the mqtts:// and the
+// wss://…/mqtt URLs.
+func StartWSS(t testing.TB) (f *fleet.Fleet, mqtts, wss *url.URL) {
+	t.Helper()
+	f, err := fleet.Init(filepath.Join(t.TempDir(), "fleet"), fleet.InitOptions{
+		Name: "t", BrokerURL: "wss://127.0.0.1:443/mqtt", BrokerHosts: []string{"127.0.0.1"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := broker.FleetOptions(f, "127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.WSSAddr = "127.0.0.1:0"
+	br, err := broker.Start(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { br.Close() })
+	return f, br.URL(), br.WSSURL()
+}
