@@ -95,7 +95,7 @@ func TestOutpostdKill9NothingLost(t *testing.T) {
 
 	port := freePort(t)
 	cfgPath := filepath.Join(dir, "config.json")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`{"config_version":1,"lan":{"https_addr":"127.0.0.1:%d","http_addr":""},"watchdog":{"disabled":true},"cloud":{"telemetry_interval":"1s"}}`, port)), 0o600)
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`{"config_version":1,"lan":{"https_addr":"127.0.0.1:%d","http_addr":""},"watchdog":{"disabled":true},"recorder":{"live_rtsp_addr":"127.0.0.1:0"},"cloud":{"telemetry_interval":"1s"}}`, port)), 0o600)
 	data := filepath.Join(dir, "data")
 	logs, _ := os.Create(filepath.Join(dir, "outpostd.log"))
 	defer logs.Close()

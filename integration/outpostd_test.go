@@ -35,7 +35,7 @@ func TestOutpostdProcess(t *testing.T) {
 	dir := t.TempDir()
 	port := freePort(t)
 	cfg := filepath.Join(dir, "config.json")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`{"config_version":1,"lan":{"https_addr":"127.0.0.1:%d","http_addr":""},"watchdog":{"disabled":true}}`, port)), 0o600)
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`{"config_version":1,"lan":{"https_addr":"127.0.0.1:%d","http_addr":""},"watchdog":{"disabled":true},"recorder":{"live_rtsp_addr":"127.0.0.1:0"}}`, port)), 0o600)
 	data := filepath.Join(dir, "data")
 	cmd := exec.Command(bin, "-config", cfg, "-data", data, "-fleet", filepath.Join(dir, "nofleet.json"))
 	var logs bytes.Buffer

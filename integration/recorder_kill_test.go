@@ -31,7 +31,7 @@ func TestOutpostdKill9MidRecording(t *testing.T) {
 	port := freePort(t)
 	cfgPath := filepath.Join(dir, "config.json")
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`{"config_version":1,"lan":{"https_addr":"127.0.0.1:%d","http_addr":""},"watchdog":{"disabled":true},
-		"recorder":{"cameras":[{"id":"door","url":%q}],"segment_duration":"4s","part_duration":"1s","min_free_mb":0}}`, port, cam.URL)), 0o600)
+		"recorder":{"cameras":[{"id":"door","url":%q}],"segment_duration":"4s","part_duration":"1s","min_free_mb":0,"live_rtsp_addr":"127.0.0.1:0"}}`, port, cam.URL)), 0o600)
 	data := filepath.Join(dir, "data")
 	root := filepath.Join(data, "recordings")
 	var logs bytes.Buffer
