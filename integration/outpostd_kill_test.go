@@ -37,7 +37,7 @@ func TestOutpostdKill9NothingLost(t *testing.T) {
 	bin := buildOutpostd(t)
 	dir := t.TempDir()
 	var f *fleet.Fleet
-	var brokerURL *url.URL
+	var brokerURL, opURL *url.URL // the boxes' and the operator's
 	if os.Getenv("KILL_TEST_EMBEDDED") != "" {
 		var err error
 		f, err = fleet.Init(filepath.Join(dir, "fleet"), fleet.InitOptions{Name: "kill", BrokerURL: "mqtts://127.0.0.1:8883", BrokerHosts: []string{"127.0.0.1"}})
@@ -49,11 +49,12 @@ func TestOutpostdKill9NothingLost(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer br.Close()
-		brokerURL = br.URL()
+		brokerURL, opURL = br.URL(), br.URL()
 	} else {
 		requireTools(t, "mosquitto")
 		f = mosqFleet(t, "kill")
-		brokerURL = mosqStart(t, f).URL
+		m := mosqStart(t, f)
+		brokerURL, opURL = m.URL, m.OpURL
 	}
 	ff, _ := config.LoadFleet(f.FleetFilePath())
 	ff.BrokerURL = brokerURL.String()
@@ -63,7 +64,7 @@ func TestOutpostdKill9NothingLost(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	op, err := operator.Connect(ctx, f, operator.Options{BrokerURL: brokerURL, ClientID: "operator-kill-test", Persistent: true})
+	op, err := operator.Connect(ctx, f, operator.Options{BrokerURL: opURL, ClientID: "operator-kill-test", Persistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
