@@ -90,12 +90,23 @@ var bootBucket = store.NewBucket[Boot]("boot")
 
 // Run runs the daemon until ctx ends. A config pushed by the fleet makes it
 // restart its components on the new config, in-process.
+//
+// A pushed config that passed validation but fails at start (an address
+// already taken, say) is set aside and the daemon starts again on the
+// image's config, reporting the failure (audit entry and event), so a bad
+// push never leaves a box down.
 func Run(ctx context.Context, o Options) error {
 	for {
 		err := runOnce(ctx, o)
-		if !errors.Is(err, ErrRestart) {
-			return err
+		if errors.Is(err, ErrRestart) {
+			continue
 		}
+		if err != nil && ctx.Err() == nil && o.DataDir != "" {
+			if moved, merr := setAsidePushedConfig(o.DataDir, err); merr == nil && moved {
+				continue
+			}
+		}
+		return err
 	}
 }
 
@@ -222,6 +233,7 @@ func (d *daemon) run(ctx context.Context) error {
 		return err
 	}
 	d.audit(ctx, "system", "start", buildinfo.Version, "", "ok")
+	d.reportFailedConfig(ctx)
 
 	if d.rec, err = d.setupRecording(); err != nil {
 		return err

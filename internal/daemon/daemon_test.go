@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -378,4 +379,50 @@ func TestCertificateRenewal(t *testing.T) {
 	if res, err := op.Command(context.Background(), dev, "ping", nil, 10*time.Second); err != nil || !res.OK {
 		t.Fatalf("ping after renewal: %+v %v", res, err)
 	}
+}
+
+// TestPushedConfigFailingAtStartFallsBack: a pushed config that validates
+// but cannot start (its LAN address is taken) is set aside, and the daemon
+// comes up on the image's config and reports why.
+func TestPushedConfigFailingAtStartFallsBack(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	bad := testConfig()
+	bad.LAN.HTTPSAddr = held.Addr().String()
+	doc, err := json.Marshal(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := config.Parse(doc); err != nil {
+		t.Fatalf("the pushed config should be valid: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(data, PushedConfigFile), doc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, Options{Config: testConfig(), DataDir: data})
+	if r.ep.HTTPS == held.Addr().String() {
+		t.Fatal("the daemon runs on the failing config")
+	}
+	if _, err := os.Stat(filepath.Join(data, PushedConfigFile)); !os.IsNotExist(err) {
+		t.Errorf("the failing pushed config is still in place (%v)", err)
+	}
+	if _, err := os.Stat(filepath.Join(data, FailedConfigFile)); err != nil {
+		t.Errorf("the failing pushed config was not kept aside: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(data, failedConfigReason)); !os.IsNotExist(err) {
+		t.Errorf("the failure was not reported at start (%v)", err)
+	}
+	resp, err := insecureClient().Get("https://" + r.ep.HTTPS + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	r.stop(t)
 }

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,6 +10,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/outpost-gw/outpost/cloudlink/wire"
 	"github.com/outpost-gw/outpost/internal/atomicfile"
 	"github.com/outpost-gw/outpost/internal/config"
 	"github.com/outpost-gw/outpost/internal/store"
@@ -64,4 +66,48 @@ func pushedConfig(dataDir string) (*config.Config, error) {
 		return nil, fmt.Errorf("pushed config: %w", err)
 	}
 	return &c, nil
+}
+
+// Files a pushed config that failed at start leaves behind.
+const (
+	FailedConfigFile   = "config.json.failed"
+	failedConfigReason = "config.failed.txt"
+)
+
+// setAsidePushedConfig moves the pushed config out of the way after the
+// daemon failed to start on it (cause), keeping the reason for the next
+// start to report. It reports false when no pushed config was in use.
+func setAsidePushedConfig(dataDir string, cause error) (bool, error) {
+	p := filepath.Join(dataDir, PushedConfigFile)
+	if _, err := os.Stat(p); err != nil {
+		return false, nil
+	}
+	if err := atomicfile.WriteFile(filepath.Join(dataDir, failedConfigReason), []byte(cause.Error()), 0o600); err != nil {
+		return false, err
+	}
+	if err := os.Rename(p, filepath.Join(dataDir, FailedConfigFile)); err != nil {
+		return false, err
+	}
+	if dir, err := os.Open(dataDir); err == nil {
+		dir.Sync()
+		dir.Close()
+	}
+	return true, nil
+}
+
+// reportFailedConfig audits and reports (an event) a pushed config that
+// was set aside because the daemon could not start on it.
+func (d *daemon) reportFailedConfig(ctx context.Context) {
+	p := filepath.Join(d.o.DataDir, failedConfigReason)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return
+	}
+	msg := "the config pushed by the fleet failed at start; running the image's config: " + string(b)
+	d.log.Error("pushed config set aside", "reason", string(b), "file", filepath.Join(d.o.DataDir, FailedConfigFile))
+	d.audit(ctx, "system", "config", "config", "", "fell back: "+string(b))
+	if d.cloud != nil {
+		d.cloud.event(ctx, "config_failed", wire.SeverityCritical, msg, nil)
+	}
+	os.Remove(p)
 }
