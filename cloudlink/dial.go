@@ -19,6 +19,8 @@ import (
 
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/gorilla/websocket"
+
+	"github.com/outpost-gw/outpost/internal/wsstream"
 )
 
 // Errors a person can act on, returned (wrapped) by Dial.
@@ -244,45 +246,17 @@ func (d *Dialer) dialWebSocket(ctx context.Context, u *url.URL, timeout time.Dur
 		}
 		return nil, explainTLS(err)
 	}
-	return packets.NewThreadSafeConn(&wsConn{Conn: ws}), nil
+	return packets.NewThreadSafeConn(&wsConn{Conn: ws, stream: wsstream.Stream{WS: ws}}), nil
 }
 
-// wsConn adapts a WebSocket to a byte stream for MQTT (binary messages).
+// wsConn adapts a WebSocket to a net.Conn for MQTT (binary messages).
 type wsConn struct {
 	*websocket.Conn
-	r io.Reader
+	stream wsstream.Stream
 }
 
-func (c *wsConn) Read(p []byte) (int, error) {
-	for {
-		if c.r == nil {
-			typ, r, err := c.NextReader()
-			if err != nil {
-				return 0, err
-			}
-			if typ != websocket.BinaryMessage {
-				continue
-			}
-			c.r = r
-		}
-		n, err := c.r.Read(p)
-		if errors.Is(err, io.EOF) {
-			c.r = nil
-			if n == 0 {
-				continue
-			}
-			err = nil
-		}
-		return n, err
-	}
-}
-
-func (c *wsConn) Write(p []byte) (int, error) {
-	if err := c.WriteMessage(websocket.BinaryMessage, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
+func (c *wsConn) Read(p []byte) (int, error)  { return c.stream.Read(p) }
+func (c *wsConn) Write(p []byte) (int, error) { return c.stream.Write(p) }
 
 func (c *wsConn) SetDeadline(t time.Time) error {
 	if err := c.SetReadDeadline(t); err != nil {

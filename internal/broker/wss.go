@@ -3,7 +3,6 @@ package broker
 import (
 	"crypto/tls"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -12,6 +11,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/outpost-gw/outpost/internal/wsstream"
 )
 
 // wssPath is where the boxes open MQTT over WebSocket (wss://host:443/mqtt).
@@ -70,7 +71,7 @@ func (l *wssListener) Serve(establish listeners.EstablishFn) {
 		if !ok {
 			return
 		}
-		if err := establish(l.id, &wsConn{Conn: tc, tls: tc, ws: ws}); err != nil && l.log != nil {
+		if err := establish(l.id, &wsConn{Conn: tc, tls: tc, stream: wsstream.Stream{WS: ws, StrictBinary: true}}); err != nil && l.log != nil {
 			l.log.Debug("broker: websocket client", "err", err)
 		}
 	})
@@ -95,39 +96,9 @@ func (l *wssListener) Close(closeClients listeners.CloseFn) {
 type wsConn struct {
 	net.Conn // the TLS connection: addresses, deadlines, Close
 	tls      *tls.Conn
-	ws       *websocket.Conn
-	r        io.Reader
+	stream   wsstream.Stream
 }
 
 func (c *wsConn) ConnectionState() tls.ConnectionState { return c.tls.ConnectionState() }
-
-func (c *wsConn) Read(p []byte) (int, error) {
-	for {
-		if c.r == nil {
-			typ, r, err := c.ws.NextReader()
-			if err != nil {
-				return 0, err
-			}
-			if typ != websocket.BinaryMessage {
-				return 0, errors.New("broker: websocket message is not binary")
-			}
-			c.r = r
-		}
-		n, err := c.r.Read(p)
-		if errors.Is(err, io.EOF) {
-			c.r = nil
-			if n == 0 {
-				continue
-			}
-			err = nil
-		}
-		return n, err
-	}
-}
-
-func (c *wsConn) Write(p []byte) (int, error) {
-	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
+func (c *wsConn) Read(p []byte) (int, error)           { return c.stream.Read(p) }
+func (c *wsConn) Write(p []byte) (int, error)          { return c.stream.Write(p) }
