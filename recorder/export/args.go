@@ -1,0 +1,174 @@
+// Package export uploads a time range of one camera's recording to an
+// HTTPS URL on a cloud command. This file parses the command's arguments.
+package export
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
+)
+
+// Limits of a request.
+const (
+	MaxDuration = time.Hour // longest clip one command may ask for
+	MaxArgBytes = 8 << 10   // the whole args value
+	maxURLLen   = 4096
+)
+
+// ErrArgs reports export arguments that do not parse or are out of bounds.
+var ErrArgs = errors.New("export: bad arguments")
+
+// Request is one export as the fleet asks for it.
+type Request struct {
+	ID       string        // export id, ^[A-Za-z0-9_-]{1,64}$
+	Camera   string        // ^[a-z0-9][a-z0-9_-]{0,63}$
+	Start    time.Time     // RFC 3339
+	Duration time.Duration // whole seconds, 1 s .. MaxDuration
+	URL      string        // https only, no userinfo
+}
+
+// ParseArgs parses the "export" command's args strictly: a msgpack map
+// with exactly the keys id, camera, start (RFC 3339 str), duration_s
+// (int) and url (str), each once. An unknown key is refused rather than
+// ignored: a command's arguments are instructions, and dropping one (a
+// future "max_bytes", say) would do something other than the fleet meant.
+func ParseArgs(b []byte) (Request, error) {
+	var r Request
+	if len(b) > MaxArgBytes {
+		return r, fmt.Errorf("%w: %d bytes, at most %d", ErrArgs, len(b), MaxArgBytes)
+	}
+	dec := msgpack.NewDecoder(bytes.NewReader(b))
+	n, err := dec.DecodeMapLen()
+	if err != nil || n < 0 {
+		return r, fmt.Errorf("%w: not a map", ErrArgs)
+	}
+	if n > 5 {
+		return r, fmt.Errorf("%w: %d keys, want 5", ErrArgs, n)
+	}
+	seen := map[string]bool{}
+	var start string
+	var dur int64
+	for range n {
+		k, err := decodeStr(dec, 16)
+		if err != nil {
+			return r, fmt.Errorf("%w: key: %v", ErrArgs, err)
+		}
+		if seen[k] {
+			return r, fmt.Errorf("%w: key %q twice", ErrArgs, k)
+		}
+		seen[k] = true
+		switch k {
+		case "id":
+			r.ID, err = decodeStr(dec, 64)
+		case "camera":
+			r.Camera, err = decodeStr(dec, 64)
+		case "start":
+			start, err = decodeStr(dec, 64)
+		case "url":
+			r.URL, err = decodeStr(dec, maxURLLen)
+		case "duration_s":
+			var c byte
+			if c, err = dec.PeekCode(); err == nil && !msgpcode.IsFixedNum(c) && (c < msgpcode.Uint8 || c > msgpcode.Int64) {
+				err = errors.New("not an integer")
+			} else if err == nil {
+				dur, err = dec.DecodeInt64()
+			}
+		default:
+			return r, fmt.Errorf("%w: unknown key %q", ErrArgs, k)
+		}
+		if err != nil {
+			return r, fmt.Errorf("%w: %s: %v", ErrArgs, k, err)
+		}
+	}
+	if _, err := dec.PeekCode(); err == nil {
+		return r, fmt.Errorf("%w: trailing bytes", ErrArgs)
+	}
+	for _, k := range []string{"id", "camera", "start", "duration_s", "url"} {
+		if !seen[k] {
+			return r, fmt.Errorf("%w: %s missing", ErrArgs, k)
+		}
+	}
+	if !validID(r.ID) {
+		return r, fmt.Errorf("%w: id %q", ErrArgs, r.ID)
+	}
+	if !validCamera(r.Camera) {
+		return r, fmt.Errorf("%w: camera %q", ErrArgs, r.Camera)
+	}
+	if r.Start, err = time.Parse(time.RFC3339, start); err != nil {
+		return r, fmt.Errorf("%w: start: %v", ErrArgs, err)
+	}
+	if dur < 1 || dur > int64(MaxDuration/time.Second) {
+		return r, fmt.Errorf("%w: duration_s %d, want 1..%d", ErrArgs, dur, int64(MaxDuration/time.Second))
+	}
+	r.Duration = time.Duration(dur) * time.Second
+	if err := CheckURL(r.URL); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// ErrURL reports an upload URL that is not https, or is malformed.
+var ErrURL = errors.New("export: upload URL refused")
+
+// CheckURL accepts only absolute https URLs with a host and without
+// user info (credentials would end up in logs).
+func CheckURL(s string) error {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %v", ErrURL, err)
+	case u.Scheme != "https":
+		return fmt.Errorf("%w: scheme %q, only https is allowed", ErrURL, u.Scheme)
+	case u.Host == "" || u.Hostname() == "":
+		return fmt.Errorf("%w: no host", ErrURL)
+	case u.User != nil:
+		return fmt.Errorf("%w: user info in the URL", ErrURL)
+	}
+	return nil
+}
+
+// decodeStr reads a msgpack str (not bin) of at most max bytes.
+func decodeStr(dec *msgpack.Decoder, max int) (string, error) {
+	c, err := dec.PeekCode()
+	if err != nil {
+		return "", err
+	}
+	if !msgpcode.IsFixedString(c) && c != msgpcode.Str8 && c != msgpcode.Str16 && c != msgpcode.Str32 {
+		return "", errors.New("not a string")
+	}
+	s, err := dec.DecodeString()
+	if err == nil && len(s) > max {
+		err = fmt.Errorf("longer than %d bytes", max)
+	}
+	return s, err
+}
+
+func validID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '-' && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+// validCamera is the segment writer's rule: ^[a-z0-9][a-z0-9_-]{0,63}$.
+func validCamera(c string) bool {
+	if c == "" || len(c) > 64 || c[0] == '-' || c[0] == '_' {
+		return false
+	}
+	for _, r := range c {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' && r != '_' {
+			return false
+		}
+	}
+	return true
+}
