@@ -140,7 +140,7 @@ func Build(ctx context.Context, o Options) error {
 		fmt.Fprintf(o.Progress, "      debug image: gokrazy web interface on port 8080, user gokrazy, password %s\n", pw)
 	}
 
-	step := stepper(o.Progress, 4)
+	step := stepper(o.Progress, 5)
 	step("preparing the gokrazy instance for %s (outpostd %s)", o.Target, o.Version)
 	work, err := os.MkdirTemp("", "outpost-image-")
 	if err != nil {
@@ -167,6 +167,11 @@ func Build(ctx context.Context, o Options) error {
 		"--target_storage_bytes", strconv.FormatInt(o.SizeBytes, 10),
 	}
 	if err := runGok(ctx, o, gokArgs, filepath.Join(work, "gok.log")); err != nil {
+		return err
+	}
+
+	step("putting the newline into cmdline.txt that gokrazy's testboot needs")
+	if err := FixCmdline(out); err != nil {
 		return err
 	}
 

@@ -78,6 +78,15 @@ func checkImage(t *testing.T, img string, wantBoot, wantRoot, notRoot []string) 
 			t.Errorf("boot partition lacks %s", f)
 		}
 	}
+	// gokrazy's testboot inserts its flag before cmdline.txt's newline: the
+	// newline must be there, right after the command line, padding after it.
+	cmdline, err := image.ReadCmdline(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := bytes.IndexByte(cmdline, '\n'); i < 0 || len(bytes.TrimSpace(cmdline[i:])) != 0 || len(cmdline)-i < 60 {
+		t.Errorf("cmdline.txt = %q: want the command line, a newline, then the padding", cmdline)
+	}
 	rootA, _ := l.Partition(2)
 	root := rootFiles(t, img, rootA)
 	for _, f := range wantRoot {

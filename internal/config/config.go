@@ -97,6 +97,9 @@ type Cloud struct {
 	// has moved more than this many MB (up and down) that day; 0: off. Push
 	// it to a group to set a group's threshold.
 	DataAlertMBPerDay int `json:"data_alert_mb_per_day"`
+	// UpdateHealthWindow is how long a trial-booted update has to pass its
+	// health gate (link online, recorder writing) before the box falls back.
+	UpdateHealthWindow Duration `json:"update_health_window"`
 }
 
 // LAN configures the endpoint that people on the site's network use.
@@ -140,7 +143,7 @@ func Default() Config {
 		},
 		Watchdog: Watchdog{Device: "/dev/watchdog", Interval: Duration(10 * time.Second)},
 		Storage:  Storage{GrowPerm: true},
-		Cloud:    Cloud{TelemetryInterval: Duration(time.Minute), OutboxBudgetMB: 64, RenewAfter: Duration(7 * 24 * time.Hour)},
+		Cloud:    Cloud{TelemetryInterval: Duration(time.Minute), OutboxBudgetMB: 64, RenewAfter: Duration(7 * 24 * time.Hour), UpdateHealthWindow: Duration(5 * time.Minute)},
 		Recorder: Recorder{SegmentDuration: Duration(time.Minute), PartDuration: Duration(time.Second), MinFreeMB: 1024, LiveRTSPAddr: ":8554"},
 	}
 }
@@ -260,6 +263,9 @@ func (c Config) Validate() error {
 	}
 	if d := c.Cloud.RenewAfter.D(); d < time.Second || d > 365*24*time.Hour {
 		return &FieldError{"cloud.renew_after", fmt.Errorf("%w: %v is outside 1s..8760h", ErrInvalid, d)}
+	}
+	if d := c.Cloud.UpdateHealthWindow.D(); d < 10*time.Second || d > time.Hour {
+		return &FieldError{"cloud.update_health_window", fmt.Errorf("%w: %v is outside 10s..1h", ErrInvalid, d)}
 	}
 	if c.Cloud.DataAlertMBPerDay < 0 {
 		return &FieldError{"cloud.data_alert_mb_per_day", fmt.Errorf("%w: negative", ErrInvalid)}

@@ -29,6 +29,7 @@ import (
 	"github.com/outpost-gw/outpost/internal/config"
 	"github.com/outpost-gw/outpost/internal/lanserver"
 	"github.com/outpost-gw/outpost/internal/store"
+	"github.com/outpost-gw/outpost/ota/install"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -66,6 +67,10 @@ type Options struct {
 	GrowPerm func(ctx context.Context, log *slog.Logger, mountpoint string) error
 	// Ready is called once the LAN endpoint listens.
 	Ready func(Endpoints)
+	// OTATarget and OTAClient replace gokrazy's updater and the artifact
+	// HTTPS client in tests (nil: the device's).
+	OTATarget install.Target
+	OTAClient *http.Client
 }
 
 // Endpoints are the addresses the daemon listens on.

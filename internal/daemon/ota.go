@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +18,10 @@ import (
 	"github.com/outpost-gw/outpost/ota/install"
 	"github.com/outpost-gw/outpost/ota/manifest"
 )
+
+// failHealthGate, set at build time (-ldflags -X), makes every health gate
+// fail: an image that must roll back, for the VM test of the fallback.
+var failHealthGate string
 
 // updateArgs is the "update" command's argument: the signed release-keys
 // document and the signed manifest (byte strings are length-capped by msgpack).
@@ -47,16 +53,18 @@ func (c *cloud) installer(ctx context.Context) (*install.Installer, error) {
 			s.err = err
 			return
 		}
-		tgt, err := install.NewGokrazy(ctx, "")
-		if err != nil {
-			s.err = err
-			return
+		tgt := d.o.OTATarget
+		if tgt == nil {
+			if tgt, err = install.NewGokrazy(ctx, ""); err != nil {
+				s.err = err
+				return
+			}
 		}
 		log := d.log.With("component", "ota")
 		s.in = &install.Installer{
 			Store: d.st, Root: manifest.RootOfTrust{Keys: keys, Threshold: d.fleet.OTARoot.Threshold},
-			HWTarget: hwTarget(), Target: tgt, Log: log,
-			Health: func(ctx context.Context) error { return c.linkOnline(ctx) },
+			HWTarget: hwTarget(), Target: tgt, Client: d.o.OTAClient, Log: log,
+			Health: c.healthGate, Window: d.cfg.Cloud.UpdateHealthWindow.D(),
 			Progress: func(e install.Event) {
 				attrs := map[string]string{"phase": string(e.Phase), "version": strconv.FormatUint(e.Version, 10)}
 				if e.Phase == install.Downloading {
@@ -80,8 +88,20 @@ func (c *cloud) installer(ctx context.Context) (*install.Installer, error) {
 	return s.in, s.err
 }
 
-// linkOnline waits until the cloud link is online. TODO: also require the
-// recorder to be writing when cameras are configured.
+// healthGate is what a trial boot must pass within the window to be
+// committed: the cloud link online, and where cameras are configured the
+// recorder writing (see recorderWriting).
+func (c *cloud) healthGate(ctx context.Context) error {
+	if failHealthGate != "" {
+		return fmt.Errorf("this build fails its health gate on purpose (%s)", failHealthGate)
+	}
+	if err := c.linkOnline(ctx); err != nil {
+		return err
+	}
+	return c.d.rec.recorderWriting(ctx, time.Second)
+}
+
+// linkOnline waits until the cloud link is online.
 func (c *cloud) linkOnline(ctx context.Context) error {
 	for {
 		if l := c.link.Load(); l != nil && l.State() == cloudlink.StateOnline {
@@ -91,6 +111,48 @@ func (c *cloud) linkOnline(ctx context.Context) error {
 		case <-ctx.Done():
 			return fmt.Errorf("cloud link not online: %w", context.Cause(ctx))
 		case <-time.After(time.Second):
+		}
+	}
+}
+
+// recorderWriting waits until the recorder has written (fsync'd) a part
+// since the gate started, and every camera that delivers frames has. A
+// camera that sends nothing (unplugged, or its network down) does not fail
+// an update on its own — the old version could not record it either — but
+// when no camera gets a part written, the gate fails.
+func (r *recording) recorderWriting(ctx context.Context, poll time.Duration) error {
+	if r == nil || len(r.cams) == 0 {
+		return nil
+	}
+	type base struct {
+		parts  int64
+		frames uint64
+	}
+	start := make([]base, len(r.cams))
+	for i, c := range r.cams {
+		start[i] = base{c.writer.Stats().Parts, c.ingest.Stats().Frames}
+	}
+	for {
+		var lagging []string
+		wrote := 0
+		for i, c := range r.cams {
+			parts, frames := c.writer.Stats().Parts, c.ingest.Stats().Frames
+			switch {
+			case parts > start[i].parts:
+				wrote++
+			case frames > start[i].frames:
+				lagging = append(lagging, c.id+" (frames arrive, no part written)")
+			default:
+				lagging = append(lagging, c.id+" (no frames)")
+			}
+		}
+		if wrote > 0 && !slices.ContainsFunc(lagging, func(s string) bool { return strings.Contains(s, "no part") }) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("recorder wrote no part within the window: %s: %w", strings.Join(lagging, ", "), context.Cause(ctx))
+		case <-time.After(poll):
 		}
 	}
 }

@@ -1,0 +1,82 @@
+package image
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestFixCmdline makes a FAT16 file system with mtools, as gok lays out a
+// boot partition (cmdline.txt padded with 64 spaces, no newline), fixes it in
+// place and reads it back with mtools: same length, a newline right after the
+// command line, and gokrazy's testboot edit (replace "\n") then keeps its flag.
+func TestFixCmdline(t *testing.T) {
+	for _, tool := range []string{"mformat", "mcopy", "mtype"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s is required in CI: %v", tool, err)
+			}
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	dir := t.TempDir()
+	fs := filepath.Join(dir, "boot.fat")
+	if err := os.WriteFile(fs, make([]byte, 32<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := func(name string, args ...string) string {
+		t.Helper()
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+		}
+		return string(out)
+	}
+	run("mformat", "-i", fs, "::") // 32 MB: FAT16, as gokrazy writes
+	const cmdline = "console=tty1 console=ttyS0,115200 root=PARTUUID=2e18c40c-02 init=/gokrazy/init rootwait panic=10 oops=panic"
+	src := filepath.Join(dir, "cmdline.txt")
+	os.WriteFile(src, []byte(cmdline+strings.Repeat(" ", 64)), 0o600)
+	run("mcopy", "-i", fs, filepath.Join(dir, "cmdline.txt"), "::/vmlinuz") // another file first
+	run("mcopy", "-i", fs, src, "::/cmdline.txt")
+
+	f, err := os.OpenFile(fs, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := fixCmdlineFAT(f, 0); err != nil {
+		t.Fatal(err)
+	}
+	got := run("mtype", "-i", fs, "::/cmdline.txt")
+	want := cmdline + "\n" + strings.Repeat(" ", 63)
+	if got != want {
+		t.Fatalf("cmdline.txt = %q, want %q", got, want)
+	}
+	// Idempotent.
+	if err := fixCmdlineFAT(f, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got2 := run("mtype", "-i", fs, "::/cmdline.txt"); got2 != want {
+		t.Fatalf("second fix changed it: %q", got2)
+	}
+	// What gokrazy's enableTestboot does, cut at the file's length.
+	tb := strings.ReplaceAll(got, "\n", " gokrazy.try_boot_inactive=1\n")[:len(got)]
+	if !strings.Contains(tb, "gokrazy.try_boot_inactive=1\n") {
+		t.Errorf("after testboot's edit: %q", tb)
+	}
+	if _, _, err := fatExtents(f, 0, "/nothere.txt"); err == nil {
+		t.Error("found a missing file")
+	}
+}
+
+func TestShortName(t *testing.T) {
+	for in, want := range map[string]string{
+		"cmdline.txt": "CMDLINE TXT", "vmlinuz": "VMLINUZ    ", "gokrazy.conf": "GOKRAZY CON", "loader": "LOADER     ",
+	} {
+		if got := shortName(in); got != want {
+			t.Errorf("shortName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
