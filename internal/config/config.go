@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/outpost-gw/outpost/internal/access"
 )
 
 // CurrentVersion is the config_version this build understands.
@@ -77,6 +79,20 @@ type Camera struct {
 	Password string `json:"password"`
 	// Transport is "tcp" (default) or "udp".
 	Transport string `json:"transport"`
+	// Live is who may watch live video: "global" (default: anyone whose
+	// viewer token grants it, wherever the request comes from), "on-prem"
+	// (only from the site LAN) or "users" (only LiveUsers).
+	Live      string   `json:"live"`
+	LiveUsers []string `json:"live_users"`
+	// Recorded is who may view or export recordings: "global" (default),
+	// "on-prem" (only from the site LAN; no cloud export or clip) or
+	// "recording-only" (kept, viewed and exported by nobody).
+	Recorded string `json:"recorded"`
+}
+
+// Policy is the camera's on-premise modes.
+func (c Camera) Policy() access.Policy {
+	return access.Policy{Live: c.Live, LiveUsers: c.LiveUsers, Recorded: c.Recorded}
 }
 
 // Cloud configures the link to the fleet (the broker itself comes from the
@@ -111,6 +127,10 @@ type LAN struct {
 	// Hostnames go into the self-signed certificate besides the box's
 	// addresses.
 	Hostnames []string `json:"hostnames"`
+	// SiteSubnets are the networks that count as the site LAN for cameras
+	// in on-prem mode (CIDR prefixes). Empty: the subnets of the box's own
+	// network interfaces, without loopback and tunnels.
+	SiteSubnets []string `json:"site_subnets"`
 }
 
 // Watchdog configures the hardware watchdog.
@@ -239,6 +259,9 @@ func (c Config) Validate() error {
 	if err := checkAddr(c.LAN.HTTPAddr, true); err != nil {
 		return &FieldError{"lan.http_addr", err}
 	}
+	if _, err := access.ParsePrefixes(c.LAN.SiteSubnets); err != nil {
+		return &FieldError{"lan.site_subnets", fmt.Errorf("%w: %v", ErrInvalid, err)}
+	}
 	for i, h := range c.LAN.Hostnames {
 		if h == "" || strings.ContainsAny(h, " /:") {
 			return &FieldError{fmt.Sprintf("lan.hostnames[%d]", i), fmt.Errorf("%w: %q is not a host name", ErrInvalid, h)}
@@ -346,6 +369,12 @@ func (r Recorder) validate() error {
 		}
 		if cam.Transport != "" && cam.Transport != "tcp" && cam.Transport != "udp" {
 			return &FieldError{field("transport"), fmt.Errorf("%w: %q, want tcp or udp", ErrInvalid, cam.Transport)}
+		}
+		if err := (access.Policy{Live: cam.Live, LiveUsers: cam.LiveUsers}).Validate(); err != nil {
+			return &FieldError{field("live"), fmt.Errorf("%w: %v", ErrInvalid, err)}
+		}
+		if err := (access.Policy{Recorded: cam.Recorded}).Validate(); err != nil {
+			return &FieldError{field("recorded"), fmt.Errorf("%w: %v", ErrInvalid, err)}
 		}
 	}
 	return nil

@@ -1,50 +1,169 @@
 package daemon
 
 import (
+	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
 	"net/http"
+	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/outpost-gw/outpost/internal/access"
 	"github.com/outpost-gw/outpost/internal/tokens"
 )
 
-// viewer guards the camera and recording APIs: every request carries a
-// fleet-signed viewer token (Authorization: Bearer, or ?token= for players
-// that cannot set headers), verified offline against the fleet key baked
-// into the image, for this box, the camera asked for and the action.
-// Refusals are audited. Without a fleet key the APIs are closed.
-func (d *daemon) viewer(action string, next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		v := d.verifier()
-		if v == nil {
-			httpError(w, http.StatusForbidden, "viewer access needs a fleet key (this box has no fleet file)")
-			return
+// Grant is a viewer's request to see one camera (or, with Camera empty,
+// to use an API that names none) by one path.
+type Grant struct {
+	Path   access.Path
+	Action string // a tokens.Action*
+	Camera string
+	Remote netip.Addr
+	// Source is what the audit entry records as "from where" (address,
+	// user agent).
+	Source string
+	// What is the audit entry's action, e.g. "playback GET /api/v1/recordings".
+	What string
+}
+
+// errUnauthenticated marks refusals that a new token could fix (HTTP 401)
+// rather than ones the token itself rules out (403).
+var errUnauthenticated = errors.New("unauthenticated")
+
+// authorize is the one gate in front of video: a fleet-signed viewer token,
+// verified offline against the fleet key baked into the image, for this box,
+// the camera and the action; then the camera's on-premise modes for the
+// path. Every grant and refusal is audited.
+func (d *daemon) authorize(ctx context.Context, tok string, g Grant) (tokens.Claims, error) {
+	v := d.verifier()
+	if v == nil {
+		d.audit(ctx, "token:", g.What, g.Camera, g.Source, "denied: no fleet key")
+		return tokens.Claims{}, errors.New("viewer access needs a fleet key (this box has no fleet file)")
+	}
+	if tok == "" {
+		return tokens.Claims{}, errors.Join(errUnauthenticated, errors.New("a viewer token is required (outpost fleet token)"))
+	}
+	claims, err := v.Verify(tok)
+	if err == nil {
+		err = claims.Grants(g.Camera, g.Action)
+	}
+	if err != nil {
+		d.audit(ctx, "token:"+claims.User, g.What, g.Camera, g.Source, "denied: "+err.Error())
+		if errors.Is(err, tokens.ErrMalformed) || errors.Is(err, tokens.ErrSignature) || errors.Is(err, tokens.ErrExpired) || errors.Is(err, tokens.ErrNotYetValid) {
+			err = errors.Join(errUnauthenticated, err)
 		}
-		tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if tok == "" {
-			tok = r.URL.Query().Get("token")
+		return claims, err
+	}
+	if err := d.decide(g, claims.User); err != nil {
+		d.audit(ctx, claims.User, g.What, g.Camera, g.Source, "denied: "+err.Error())
+		return claims, err
+	}
+	d.audit(ctx, claims.User, g.What, g.Camera, g.Source, "ok")
+	return claims, nil
+}
+
+// decide applies the camera's on-premise modes; an API that names no
+// camera, and the admin action, pass.
+func (d *daemon) decide(g Grant, user string) error {
+	if g.Camera == "" {
+		return nil
+	}
+	kind := ""
+	switch g.Action {
+	case tokens.ActionLive:
+		kind = access.KindLive
+	case tokens.ActionPlayback, tokens.ActionExport:
+		kind = access.KindRecorded
+	default:
+		return nil
+	}
+	return access.Decide(d.policy(g.Camera), d.site(), access.Request{Path: g.Path, Kind: kind, User: user, Remote: g.Remote})
+}
+
+// policy is a camera's on-premise modes from the running config.
+func (d *daemon) policy(camera string) access.Policy {
+	for _, c := range d.cfg.Recorder.Cameras {
+		if c.ID == camera {
+			return c.Policy()
 		}
-		if tok == "" {
-			httpError(w, http.StatusUnauthorized, "a viewer token is required (outpost fleet token)")
-			return
-		}
-		claims, err := v.Verify(tok)
-		if err == nil {
-			err = claims.Grants(r.URL.Query().Get("camera"), action)
-		}
+	}
+	// Unknown cameras have no video; be strict anyway.
+	return access.Policy{Live: access.LiveOnPrem, Recorded: access.RecordedRecordingOnly}
+}
+
+var siteCache struct {
+	sync.Mutex
+	at   time.Time
+	site access.Site
+}
+
+// site is the site LAN: lan.site_subnets, or the box's own interfaces'
+// subnets (read again every few seconds: DHCP may change them).
+func (d *daemon) site() access.Site {
+	if len(d.cfg.LAN.SiteSubnets) > 0 {
+		ps, _ := access.ParsePrefixes(d.cfg.LAN.SiteSubnets) // validated with the config
+		return access.Site{Prefixes: ps}
+	}
+	siteCache.Lock()
+	defer siteCache.Unlock()
+	if time.Since(siteCache.at) > 5*time.Second {
+		ifs, err := access.SystemInterfaces()
 		if err != nil {
+			d.log.Warn("site LAN", "err", err)
+		}
+		siteCache.site, siteCache.at = access.DetectSite(ifs), time.Now()
+	}
+	return siteCache.site
+}
+
+// requestToken is the viewer token of an HTTP request: Authorization:
+// Bearer, ?token= for players that cannot set headers, or the LAN page's
+// session cookie.
+func (d *daemon) requestToken(r *http.Request) string {
+	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && tok != "" {
+		return tok
+	}
+	if tok := r.URL.Query().Get("token"); tok != "" {
+		return tok
+	}
+	return d.sessionToken(r)
+}
+
+// cameraFromQuery takes the camera from ?camera=.
+func cameraFromQuery(r *http.Request) string { return r.URL.Query().Get("camera") }
+
+// cameraFromPath takes the camera from the route's {camera} wildcard.
+func cameraFromPath(r *http.Request) string { return r.PathValue("camera") }
+
+// viewer guards an HTTP API on the LAN endpoint (path PathLAN, the camera
+// from ?camera=).
+func (d *daemon) viewer(action string, next http.HandlerFunc) http.HandlerFunc {
+	return d.viewerOn(access.PathLAN, action, cameraFromQuery, next)
+}
+
+// viewerOn guards an HTTP handler: the token of the request (see
+// requestToken) must grant action on the camera that camera() names, by
+// path. Refusals: 401 when a (new) token could help, 403 otherwise.
+func (d *daemon) viewerOn(path access.Path, action string, camera func(*http.Request) string, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		g := Grant{
+			Path: path, Action: action, Camera: camera(r),
+			Remote: access.RemoteAddr(r.RemoteAddr),
+			Source: r.RemoteAddr + " " + r.UserAgent(),
+			What:   action + " " + r.Method + " " + r.URL.Path,
+		}
+		if _, err := d.authorize(r.Context(), d.requestToken(r), g); err != nil {
 			code := http.StatusForbidden
-			if errors.Is(err, tokens.ErrMalformed) || errors.Is(err, tokens.ErrSignature) || errors.Is(err, tokens.ErrExpired) || errors.Is(err, tokens.ErrNotYetValid) {
+			if errors.Is(err, errUnauthenticated) {
 				code = http.StatusUnauthorized
+				d.noteFailure(r)
 			}
-			d.audit(r.Context(), "token:"+claims.User, action+" "+r.URL.Path, r.URL.Query().Get("camera"), r.RemoteAddr, "denied: "+err.Error())
 			httpError(w, code, "%v", err)
 			return
 		}
-		d.audit(r.Context(), claims.User, action+" "+r.URL.Path, r.URL.Query().Get("camera"), r.RemoteAddr+" "+r.UserAgent(), "ok")
 		next(w, r)
 	}
 }

@@ -42,6 +42,8 @@ const (
 
 // Options configure one run of the daemon.
 type Options struct {
+	// started, in tests, is given the daemon before it runs.
+	started func(*daemon)
 	// ConfigPath is the JSON config file; empty means built-in defaults.
 	ConfigPath string
 	// Config, when set, is used instead of ConfigPath (demo, tests).
@@ -156,6 +158,9 @@ func runOnce(ctx context.Context, o Options) error {
 		o.OpenWatchdog = hardware.OpenWatchdog
 	}
 	d := &daemon{o: o, cfg: cfg, fleet: fleet, log: log, started: time.Now()}
+	if o.started != nil {
+		o.started(d)
+	}
 	return d.run(ctx)
 }
 
@@ -186,6 +191,7 @@ type daemon struct {
 	auditLog *audit.Log
 	cloud    *cloud
 	rec      *recording
+	locks    lockout // failed sign-ins and tokens per source
 	// restart stops the components so that Run starts them again.
 	restart func(reason string)
 }

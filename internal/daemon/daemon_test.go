@@ -40,6 +40,7 @@ type running struct {
 	cancel context.CancelFunc
 	done   chan error
 	wd     *hardwaretest.Watchdog
+	d      *daemon // the latest start's
 }
 
 func start(t *testing.T, o Options) *running {
@@ -61,6 +62,7 @@ func start(t *testing.T, o Options) *running {
 		},
 	}
 	o.OpenWatchdog = func(string) (hardware.Watchdog, error) { return r.wd, nil }
+	o.started = func(d *daemon) { r.d = d }
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	go func() { r.done <- Run(ctx, o) }()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/outpost-gw/outpost/internal/access"
 	"github.com/outpost-gw/outpost/internal/tokens"
 	"github.com/outpost-gw/outpost/recorder/live"
 )
@@ -23,26 +24,16 @@ func (d *daemon) startLive() (*live.Server, error) {
 // Every grant and refusal is audited (once per RTSP session: DESCRIBE or
 // SETUP). On-premise modes extend this hook.
 func (d *daemon) authorizeLive(ctx context.Context, req live.AuthRequest) error {
-	source := ""
+	g := Grant{Path: access.PathRTSP, Action: tokens.ActionLive, Camera: req.Camera, What: tokens.ActionLive + " rtsp"}
 	if req.Remote != nil {
-		source = req.Remote.String()
+		g.Source = req.Remote.String() + " rtsp"
+		g.Remote = access.RemoteAddr(req.Remote.String())
 	}
-	v := d.verifier()
-	if v == nil {
-		d.audit(ctx, "token:", tokens.ActionLive+" rtsp", req.Camera, source, "denied: no fleet key")
-		return errors.New("viewer access needs a fleet key")
-	}
-	claims, err := v.Verify(req.Token)
-	if err == nil {
-		err = claims.Grants(req.Camera, tokens.ActionLive)
-	}
-	if err != nil {
-		d.audit(ctx, "token:"+claims.User, tokens.ActionLive+" rtsp", req.Camera, source, "denied: "+err.Error())
-		if errors.Is(err, tokens.ErrMalformed) || errors.Is(err, tokens.ErrSignature) || errors.Is(err, tokens.ErrExpired) || errors.Is(err, tokens.ErrNotYetValid) {
+	if _, err := d.authorize(ctx, req.Token, g); err != nil {
+		if errors.Is(err, errUnauthenticated) {
 			return errors.Join(live.ErrUnauthorized, err)
 		}
 		return err
 	}
-	d.audit(ctx, claims.User, tokens.ActionLive+" rtsp", req.Camera, source+" rtsp", "ok")
 	return nil
 }

@@ -58,7 +58,9 @@ func (d *daemon) routes() http.Handler {
 	mux.HandleFunc("GET /api/v1/recordings", d.viewer(tokens.ActionPlayback, d.handleRecordings))
 	mux.HandleFunc("GET /api/v1/recordings/video", d.viewer(tokens.ActionPlayback,
 		playback.Handler(d.rec.ix, d.rec.root, d.rec.known, d.log.With("component", "playback")).ServeHTTP))
-	return mux
+	mux.HandleFunc("POST /api/v1/session", d.handleSignIn)
+	mux.HandleFunc("DELETE /api/v1/session", d.handleSignOut)
+	return d.lockoutGate(d.csrf(mux))
 }
 
 func (d *daemon) handleHealthz(w http.ResponseWriter, r *http.Request) {

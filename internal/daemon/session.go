@@ -1,0 +1,187 @@
+package daemon
+
+import (
+	"errors"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/outpost-gw/outpost/internal/access"
+	"github.com/outpost-gw/outpost/internal/tokens"
+)
+
+// The LAN page signs in by posting a viewer token once; the box keeps it in
+// an HttpOnly, Secure, SameSite=Strict cookie, so that the token is not in
+// URLs, not readable by scripts, and not sent by other sites' requests.
+const sessionCookie = "outpost_token"
+
+// sessionToken is the token in the session cookie, if any.
+func (d *daemon) sessionToken(r *http.Request) string {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil {
+		return ""
+	}
+	return c.Value
+}
+
+// handleSignIn: POST /api/v1/session with form field token. The token is
+// verified (for this box, any action) before the cookie is set; failures
+// count towards the source's lockout.
+func (d *daemon) handleSignIn(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+	tok := r.PostFormValue("token")
+	v := d.verifier()
+	if v == nil {
+		httpError(w, http.StatusForbidden, "viewer access needs a fleet key (this box has no fleet file)")
+		return
+	}
+	claims, err := tokens.Parse(tok, v.Key)
+	if err == nil && claims.SingleUse {
+		err = errors.New("a single-use token opens one URL; sign in with a viewer token that is not single-use")
+	}
+	if err == nil {
+		claims, err = v.Verify(tok)
+	}
+	if err != nil {
+		d.audit(r.Context(), "token:", "sign in", "", r.RemoteAddr+" "+r.UserAgent(), "denied: "+err.Error())
+		d.noteFailure(r)
+		httpError(w, http.StatusUnauthorized, "%v", err)
+		return
+	}
+	d.audit(r.Context(), claims.User, "sign in", "", r.RemoteAddr+" "+r.UserAgent(), "ok")
+	http.SetCookie(w, &http.Cookie{
+		Name: sessionCookie, Value: tok, Path: "/", HttpOnly: true, Secure: true,
+		SameSite: http.SameSiteStrictMode, Expires: time.Unix(claims.Expires, 0),
+	})
+	writeJSON(w, map[string]any{"user": claims.User, "cameras": claims.Cameras, "actions": claims.Actions, "expires": time.Unix(claims.Expires, 0).UTC()})
+}
+
+// handleSignOut: DELETE /api/v1/session.
+func (d *daemon) handleSignOut(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// csrf refuses a state-changing request (anything but GET, HEAD, OPTIONS)
+// whose Origin (or, lacking it, Referer) is not this box's own origin; the
+// SameSite=Strict cookie is the second line. Requests with neither header
+// come from non-browser clients, which carry no ambient cookie to abuse,
+// and pass.
+func (d *daemon) csrf(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+			next.ServeHTTP(w, r)
+			return
+		}
+		origin := r.Header.Get("Origin")
+		if origin == "" {
+			if ref := r.Header.Get("Referer"); ref != "" {
+				if u, err := url.Parse(ref); err == nil {
+					origin = u.Scheme + "://" + u.Host
+				}
+			}
+		}
+		if origin == "" && r.Header.Get("Sec-Fetch-Site") == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		u, err := url.Parse(origin)
+		if err != nil || u.Scheme != "https" || u.Host != r.Host || r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+			d.audit(r.Context(), "csrf:", r.Method+" "+r.URL.Path, "", r.RemoteAddr+" "+r.UserAgent(), "denied: origin "+origin)
+			httpError(w, http.StatusForbidden, "cross-site request refused")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Lockout: a source that fails authentication maxFailures times within
+// failureWindow is refused for lockoutFor, whatever it sends. The limit is
+// per address, so one guesser cannot lock out the whole LAN.
+const (
+	maxFailures   = 10
+	failureWindow = 10 * time.Minute
+	lockoutFor    = 15 * time.Minute
+)
+
+type lockout struct {
+	mu   sync.Mutex
+	now  func() time.Time
+	srcs map[netip.Addr]*failures
+}
+
+type failures struct {
+	n           int
+	first, till time.Time
+}
+
+
+func (l *lockout) clock() time.Time {
+	if l.now == nil {
+		return time.Now()
+	}
+	return l.now()
+}
+
+func (l *lockout) locked(a netip.Addr) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.clock()
+	f := l.srcs[a]
+	if f == nil || !now.Before(f.till) {
+		return false, 0
+	}
+	return true, f.till.Sub(now)
+}
+
+// fail counts a failure and reports whether a lockout started.
+func (l *lockout) fail(a netip.Addr) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.clock()
+	if l.srcs == nil {
+		l.srcs = map[netip.Addr]*failures{}
+	}
+	if len(l.srcs) > 10000 { // bound memory under a spray of sources
+		for k, f := range l.srcs {
+			if now.Sub(f.first) > failureWindow && !now.Before(f.till) {
+				delete(l.srcs, k)
+			}
+		}
+	}
+	f := l.srcs[a]
+	if f == nil || now.Sub(f.first) > failureWindow {
+		f = &failures{first: now}
+		l.srcs[a] = f
+	}
+	f.n++
+	if f.n >= maxFailures && !now.Before(f.till) {
+		f.till, f.n, f.first = now.Add(lockoutFor), 0, now
+		return true
+	}
+	return false
+}
+
+// noteFailure counts a failed authentication of r's source.
+func (d *daemon) noteFailure(r *http.Request) {
+	a := access.RemoteAddr(r.RemoteAddr)
+	if d.locks.fail(a) {
+		d.audit(r.Context(), "lockout:", "authentication", "", r.RemoteAddr+" "+r.UserAgent(), "locked out for "+lockoutFor.String()+" after repeated failures")
+	}
+}
+
+// lockoutGate refuses requests from a locked-out source (429).
+func (d *daemon) lockoutGate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ok, left := d.locks.locked(access.RemoteAddr(r.RemoteAddr)); ok {
+			w.Header().Set("Retry-After", strconv.Itoa(int(left.Seconds())+1))
+			httpError(w, http.StatusTooManyRequests, "too many failed attempts from this address; try again in %v", left.Round(time.Second))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
