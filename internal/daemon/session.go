@@ -4,8 +4,8 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
@@ -118,7 +118,6 @@ type failures struct {
 	n           int
 	first, till time.Time
 }
-
 
 func (l *lockout) clock() time.Time {
 	if l.now == nil {
