@@ -132,6 +132,9 @@ func (d *daemon) requestToken(r *http.Request) string {
 	return d.sessionToken(r)
 }
 
+// claimsKey holds the granted token's claims in a request's context.
+type claimsKey struct{}
+
 // cameraFromQuery takes the camera from ?camera=.
 func cameraFromQuery(r *http.Request) string { return r.URL.Query().Get("camera") }
 
@@ -155,7 +158,8 @@ func (d *daemon) viewerOn(path access.Path, action string, camera func(*http.Req
 			Source: r.RemoteAddr + " " + r.UserAgent(),
 			What:   action + " " + r.Method + " " + r.URL.Path,
 		}
-		if _, err := d.authorize(r.Context(), d.requestToken(r), g); err != nil {
+		claims, err := d.authorize(r.Context(), d.requestToken(r), g)
+		if err != nil {
 			code := http.StatusForbidden
 			if errors.Is(err, errUnauthenticated) {
 				code = http.StatusUnauthorized
@@ -164,7 +168,7 @@ func (d *daemon) viewerOn(path access.Path, action string, camera func(*http.Req
 			httpError(w, code, "%v", err)
 			return
 		}
-		next(w, r)
+		next(w, r.WithContext(context.WithValue(r.Context(), claimsKey{}, claims)))
 	}
 }
 

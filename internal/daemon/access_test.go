@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -68,7 +69,28 @@ func TestOnPremModesOnLANPaths(t *testing.T) {
 			t.Errorf("recordings of %s: %d, want %d", c.camera, got, c.want)
 		}
 	}
-	_ = bob
+	// The camera list shows what the token names, with what this viewer
+	// may do from here.
+	openOnly, err := tokens.Mint(f.SigningKey(), tokens.Claims{User: "ana", Device: st.Cloud.DeviceID, Cameras: []string{"open", "onprem"},
+		Actions: []string{tokens.ActionLive, tokens.ActionPlayback}, NotBefore: time.Now().Add(-time.Minute).Unix(), Expires: time.Now().Add(time.Hour).Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", "https://"+r.ep.HTTPS+"/api/v1/cameras", nil)
+	req.Header.Set("Authorization", "Bearer "+openOnly)
+	resp, err := insecureClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct{ Cameras []CameraStatus }
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if len(list.Cameras) != 2 || list.Cameras[0].ID != "open" || !list.Cameras[0].CanLive || !list.Cameras[0].CanPlayback ||
+		list.Cameras[1].ID != "onprem" || list.Cameras[1].CanLive || list.Cameras[1].CanPlayback {
+		t.Errorf("camera list %+v", list.Cameras)
+	}
 
 	// The RTSP restream's hook, through the same gate.
 	d := r.d

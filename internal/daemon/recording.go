@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/outpost-gw/outpost/internal/access"
+	"github.com/outpost-gw/outpost/internal/tokens"
 	"github.com/outpost-gw/outpost/recorder"
 	"github.com/outpost-gw/outpost/recorder/index"
 	"github.com/outpost-gw/outpost/recorder/ingest"
@@ -156,6 +158,9 @@ type CameraStatus struct {
 	Reconnects   uint64    `json:"reconnects"`
 	Frames       uint64    `json:"frames"`
 	LastError    string    `json:"last_error,omitempty"`
+	// What this viewer may do with the camera from where they are.
+	CanLive     bool `json:"can_live"`
+	CanPlayback bool `json:"can_playback"`
 }
 
 func (r *recording) cameras() []CameraStatus {
@@ -180,8 +185,23 @@ func (r *recording) known(id string) bool {
 // maxListRange bounds one listing request.
 const maxListRange = 31 * 24 * time.Hour
 
+// handleCameras lists the cameras the viewer's token names, each with
+// what the viewer may do with it from where they are (token and modes).
 func (d *daemon) handleCameras(w http.ResponseWriter, req *http.Request) {
-	writeJSON(w, map[string]any{"cameras": d.rec.cameras()})
+	claims, _ := req.Context().Value(claimsKey{}).(tokens.Claims)
+	out := []CameraStatus{}
+	for _, c := range d.rec.cameras() {
+		if claims.Grants(c.ID, tokens.ActionLive) != nil && claims.Grants(c.ID, tokens.ActionPlayback) != nil {
+			continue
+		}
+		g := Grant{Path: access.PathLAN, Camera: c.ID, Remote: access.RemoteAddr(req.RemoteAddr)}
+		g.Action = tokens.ActionLive
+		c.CanLive = claims.Grants(c.ID, g.Action) == nil && d.decide(g, claims.User) == nil
+		g.Action = tokens.ActionPlayback
+		c.CanPlayback = claims.Grants(c.ID, g.Action) == nil && d.decide(g, claims.User) == nil
+		out = append(out, c)
+	}
+	writeJSON(w, map[string]any{"cameras": out})
 }
 
 // handleRecordings answers GET /api/v1/recordings?camera=ID&start=&end=
