@@ -120,12 +120,12 @@ type Site struct {
 
 // Contains reports whether a is on the site LAN.
 func (s Site) Contains(a netip.Addr) bool {
-	a = a.Unmap()
 	if !a.IsValid() {
 		return false
 	}
+	u := a.Unmap()
 	for _, p := range s.Prefixes {
-		if p.Contains(a) {
+		if p.Contains(u) || p.Contains(a) {
 			return true
 		}
 	}
@@ -192,6 +192,9 @@ func ParsePrefixes(ss []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, s := range ss {
 		if p, err := netip.ParsePrefix(s); err == nil {
+			if p.Addr().Is4In6() && p.Bits() >= 96 { // ::ffff:10.0.0.0/104 is 10.0.0.0/8
+				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+			}
 			out = append(out, p.Masked())
 			continue
 		}
