@@ -256,6 +256,22 @@ type boxView struct {
 	metrics  map[string]float64
 	alerts   []string
 	lastKind string
+	update   string // the last OTA progress, e.g. "v7 downloading 40%"
+}
+
+// otaState renders an "ota" event for the watch table's UPDATE column.
+func otaState(ev wire.Event) string {
+	s := "v" + ev.Attrs["version"] + " " + ev.Attrs["phase"]
+	if p := ev.Attrs["percent"]; p != "" {
+		s += " " + p + "%"
+	}
+	if r := ev.Attrs["reason"]; r != "" {
+		if len(r) > 40 {
+			r = r[:40] + "…"
+		}
+		s += " (" + r + ")"
+	}
+	return s
 }
 
 func runFleetWatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -292,6 +308,8 @@ func runFleetWatch(ctx context.Context, args []string, stdout, stderr io.Writer)
 					b.online = true
 				case "offline":
 					b.online = false
+				case "ota":
+					b.update = otaState(ev)
 				}
 				if ev.Severity != wire.SeverityInfo {
 					b.alerts = append(b.alerts, ev.Kind)
@@ -328,7 +346,7 @@ func runFleetWatch(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		sort.Strings(ids)
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(tw, "\n%s\nDEVICE\tONLINE\tVERSION\tUPTIME\tLOAD\tPERM FREE\tOUTBOX\tRTT\tLAST SEEN\tALERTS\n", time.Now().Format(time.TimeOnly))
+		fmt.Fprintf(tw, "\n%s\nDEVICE\tONLINE\tVERSION\tUPTIME\tLOAD\tPERM FREE\tOUTBOX\tRTT\tUPDATE\tLAST SEEN\tALERTS\n", time.Now().Format(time.TimeOnly))
 		for _, id := range ids {
 			b := boxes[id]
 			m := b.metrics
@@ -336,8 +354,12 @@ func runFleetWatch(ctx context.Context, args []string, stdout, stderr io.Writer)
 			if m["perm_total_bytes"] > 0 {
 				free = fmt.Sprintf("%.0f%%", 100*m["perm_avail_bytes"]/m["perm_total_bytes"])
 			}
-			fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%.2f\t%s\t%.0f\t%.0fms\t%s\t%s\n", id, b.online, b.version,
-				time.Duration(m["uptime_s"])*time.Second, m["load1"], free, m["outbox_depth"], m["link_rtt_ms"],
+			update := b.update
+			if update == "" {
+				update = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%.2f\t%s\t%.0f\t%.0fms\t%s\t%s\t%s\n", id, b.online, b.version,
+				time.Duration(m["uptime_s"])*time.Second, m["load1"], free, m["outbox_depth"], m["link_rtt_ms"], update,
 				b.seen.Format(time.TimeOnly), strings.Join(b.alerts, ","))
 		}
 		tw.Flush()

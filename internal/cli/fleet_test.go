@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/outpost-gw/outpost/cloudlink/wire"
 	"github.com/outpost-gw/outpost/internal/fleet"
 	"github.com/outpost-gw/outpost/internal/tokens"
 )
@@ -57,5 +58,20 @@ func TestFleetToken(t *testing.T) {
 	out.Reset()
 	if code := Main(context.Background(), []string{"fleet", "token", "--dir", dir, "--user", "ana", "--device", "op-x", "--camera", "door", "--allow", "fly"}, &out, &out); code != 2 {
 		t.Errorf("unknown action accepted: %s", out.String())
+	}
+}
+
+func TestOTAState(t *testing.T) {
+	for _, c := range []struct {
+		attrs map[string]string
+		want  string
+	}{
+		{map[string]string{"version": "7", "phase": "downloading", "percent": "40"}, "v7 downloading 40%"},
+		{map[string]string{"version": "7", "phase": "committed"}, "v7 committed"},
+		{map[string]string{"version": "8", "phase": "rolled_back", "reason": "health gate: cloud link not online within 5m0s"}, "v8 rolled_back (health gate: cloud link not online withi…)"},
+	} {
+		if got := otaState(wire.Event{Kind: "ota", Attrs: c.attrs}); got != c.want {
+			t.Errorf("%v: %q, want %q", c.attrs, got, c.want)
+		}
 	}
 }
