@@ -14,6 +14,7 @@ import (
 
 	"github.com/outpost-gw/outpost/internal/access"
 	"github.com/outpost-gw/outpost/internal/config"
+	"github.com/outpost-gw/outpost/internal/fleet"
 	"github.com/outpost-gw/outpost/internal/tokens"
 	"github.com/outpost-gw/outpost/recorder/live"
 )
@@ -29,13 +30,8 @@ func TestOnPremModesOnLANPaths(t *testing.T) {
 		{ID: "sealed", URL: "rtsp://127.0.0.1:1/c", Recorded: access.RecordedRecordingOnly},
 		{ID: "vip", URL: "rtsp://127.0.0.1:1/d", Live: access.LiveUsers, LiveUsers: []string{"bob"}},
 	}
-	f, brokerURL := testFleetBroker(t)
-	fleetPath := filepath.Join(t.TempDir(), "fleet.json")
-	writeFleetFile(t, f, brokerURL, fleetPath)
-	r := start(t, Options{Config: cfg, DataDir: filepath.Join(t.TempDir(), "d"), FleetPath: fleetPath})
+	r, f, st := startInFleet(t, cfg)
 	defer r.stop(t)
-	var st Status
-	getJSON(t, "https://"+r.ep.HTTPS+"/api/v1/status", &st)
 	mint := func(user string) string {
 		tok, err := tokens.Mint(f.SigningKey(), tokens.Claims{User: user, Device: st.Cloud.DeviceID, Cameras: []string{"*"},
 			Actions: []string{tokens.ActionLive, tokens.ActionPlayback}, NotBefore: time.Now().Add(-time.Minute).Unix(), Expires: time.Now().Add(time.Hour).Unix()})
@@ -143,13 +139,8 @@ func TestOnPremModesOnLANPaths(t *testing.T) {
 func TestSessionCSRFAndLockout(t *testing.T) {
 	cfg := testConfig()
 	cfg.Recorder.Cameras = []config.Camera{{ID: "door", URL: "rtsp://127.0.0.1:1/a"}}
-	f, brokerURL := testFleetBroker(t)
-	fleetPath := filepath.Join(t.TempDir(), "fleet.json")
-	writeFleetFile(t, f, brokerURL, fleetPath)
-	r := start(t, Options{Config: cfg, DataDir: filepath.Join(t.TempDir(), "d"), FleetPath: fleetPath})
+	r, f, st := startInFleet(t, cfg)
 	defer r.stop(t)
-	var st Status
-	getJSON(t, "https://"+r.ep.HTTPS+"/api/v1/status", &st)
 	mint := func(single bool) string {
 		tok, err := tokens.Mint(f.SigningKey(), tokens.Claims{User: "ana", Device: st.Cloud.DeviceID, Cameras: []string{"door"},
 			Actions: []string{tokens.ActionLive}, NotBefore: time.Now().Add(-time.Minute).Unix(), Expires: time.Now().Add(time.Hour).Unix(), SingleUse: single})
@@ -223,4 +214,17 @@ func TestSessionCSRFAndLockout(t *testing.T) {
 	if resp := post(mint(false), map[string]string{"Origin": base}); resp.StatusCode != 200 {
 		t.Errorf("after the lockout: %d", resp.StatusCode)
 	}
+}
+
+// startInFleet starts the daemon bound to a test fleet and returns its
+// status (for the device id).
+func startInFleet(t *testing.T, cfg *config.Config) (*running, *fleet.Fleet, Status) {
+	t.Helper()
+	f, brokerURL := testFleetBroker(t)
+	fleetPath := filepath.Join(t.TempDir(), "fleet.json")
+	writeFleetFile(t, f, brokerURL, fleetPath)
+	r := start(t, Options{Config: cfg, DataDir: filepath.Join(t.TempDir(), "d"), FleetPath: fleetPath})
+	var st Status
+	getJSON(t, "https://"+r.ep.HTTPS+"/api/v1/status", &st)
+	return r, f, st
 }
