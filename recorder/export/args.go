@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/outpost-gw/outpost/recorder/segment"
 	"github.com/vmihailenco/msgpack/v5"
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
@@ -96,7 +97,7 @@ func ParseArgs(b []byte) (Request, error) {
 	if !validID(r.ID) {
 		return r, fmt.Errorf("%w: id %q", ErrArgs, r.ID)
 	}
-	if !validCamera(r.Camera) {
+	if !segment.ValidCamera(r.Camera) {
 		return r, fmt.Errorf("%w: camera %q", ErrArgs, r.Camera)
 	}
 	if r.Start, err = time.Parse(time.RFC3339, start); err != nil {
@@ -154,19 +155,6 @@ func validID(s string) bool {
 	}
 	for _, c := range s {
 		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '-' && c != '_' {
-			return false
-		}
-	}
-	return true
-}
-
-// validCamera is the segment writer's rule: ^[a-z0-9][a-z0-9_-]{0,63}$.
-func validCamera(c string) bool {
-	if c == "" || len(c) > 64 || c[0] == '-' || c[0] == '_' {
-		return false
-	}
-	for _, r := range c {
-		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' && r != '_' {
 			return false
 		}
 	}

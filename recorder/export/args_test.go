@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-gw/outpost/recorder/segment"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -79,7 +80,7 @@ func FuzzParseArgs(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if CheckURL(r.URL) != nil || r.Duration <= 0 || r.Duration > MaxDuration || !validCamera(r.Camera) || !validID(r.ID) {
+		if CheckURL(r.URL) != nil || r.Duration <= 0 || r.Duration > MaxDuration || !segment.ValidCamera(r.Camera) || !validID(r.ID) {
 			t.Fatalf("accepted %+v", r)
 		}
 	})

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/outpost-gw/outpost/recorder"
+	"github.com/outpost-gw/outpost/recorder/segment"
 )
 
 // FuzzParams feeds arbitrary query strings to the handler's parser: it must
@@ -27,7 +28,7 @@ func FuzzParams(f *testing.F) {
 			}
 			return
 		}
-		if !validCamera(p.camera) || p.dur <= 0 || p.dur > MaxDuration || p.start.IsZero() {
+		if !segment.ValidCamera(p.camera) || p.dur <= 0 || p.dur > MaxDuration || p.start.IsZero() {
 			t.Fatalf("accepted %+v", p)
 		}
 	})

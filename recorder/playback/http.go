@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/outpost-gw/outpost/recorder/index"
+	"github.com/outpost-gw/outpost/recorder/segment"
 )
 
 // MaxDuration bounds the range of one playback request.
@@ -98,7 +99,7 @@ type params struct {
 // parseParams reads camera, start and duration from a query.
 func parseParams(q url.Values) (params, error) {
 	p := params{camera: q.Get("camera")}
-	if !validCamera(p.camera) {
+	if !segment.ValidCamera(p.camera) {
 		return p, fmt.Errorf("%w: camera %q", errParams, p.camera)
 	}
 	start, err := time.Parse(time.RFC3339, q.Get("start"))

@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/outpost-gw/outpost/recorder/index"
+	"github.com/outpost-gw/outpost/recorder/segment"
 )
 
 // Errors of Write.
@@ -104,25 +105,11 @@ func write(ctx context.Context, w io.Writer, root string, recs []index.Recording
 func checkPath(r index.Recording, camera string) error {
 	p := r.File
 	first, _, _ := strings.Cut(p, "/")
-	if r.Camera != camera || !validCamera(r.Camera) || first != r.Camera || !filepath.IsLocal(p) ||
+	if r.Camera != camera || !segment.ValidCamera(r.Camera) || first != r.Camera || !filepath.IsLocal(p) ||
 		filepath.Clean(p) != p || !strings.HasSuffix(p, ".mp4") || strings.ContainsAny(p, "\\\x00") {
 		return fmt.Errorf("%w: %q of camera %q", ErrPath, p, r.Camera)
 	}
 	return nil
-}
-
-// validCamera is the segment writer's rule for camera IDs:
-// ^[a-z0-9][a-z0-9_-]{0,63}$.
-func validCamera(c string) bool {
-	if c == "" || len(c) > 64 || c[0] == '-' || c[0] == '_' {
-		return false
-	}
-	for _, r := range c {
-		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' && r != '_' {
-			return false
-		}
-	}
-	return true
 }
 
 // stream is the output under way.

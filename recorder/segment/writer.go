@@ -53,6 +53,10 @@ const (
 
 var cameraRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 
+// ValidCamera reports whether id is a camera ID the writer accepts (and
+// so a safe folder name): ^[a-z0-9][a-z0-9_-]{0,63}$.
+func ValidCamera(id string) bool { return cameraRE.MatchString(id) }
+
 // Config configures a Writer.
 type Config struct {
 	// Dir is the recordings root: the camera's segments go to
