@@ -15,6 +15,7 @@ import (
 	"github.com/outpost-gw/outpost/internal/access"
 	"github.com/outpost-gw/outpost/internal/tokens"
 	"github.com/outpost-gw/outpost/recorder"
+	"github.com/outpost-gw/outpost/recorder/export"
 	"github.com/outpost-gw/outpost/recorder/index"
 	"github.com/outpost-gw/outpost/recorder/ingest"
 	"github.com/outpost-gw/outpost/recorder/live"
@@ -30,6 +31,7 @@ type recording struct {
 	cams    []*camera
 	cleaner *retention.Cleaner
 	live    *live.Server // RTSP restream; nil when off
+	holds   export.Holds // ranges under export: retention passes them over
 }
 
 type camera struct {
@@ -62,7 +64,8 @@ func (d *daemon) setupRecording() (*recording, error) {
 	r.cleaner = &retention.Cleaner{
 		Root: r.root, Index: r.ix, Disk: d.o.Sensors.Disk,
 		MaxAge: rc.MaxAge.D(), BudgetBytes: rc.BudgetMB << 20, MinFreeBytes: rc.MinFreeMB << 20,
-		Log: log.With("component", "retention"),
+		Held: r.holds.Held,
+		Log:  log.With("component", "retention"),
 	}
 	if d.cloud != nil {
 		ob := d.cloud.ob

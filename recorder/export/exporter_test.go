@@ -1,0 +1,530 @@
+package export
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/outpost-gw/outpost/internal/store"
+	"github.com/outpost-gw/outpost/recorder"
+	"github.com/outpost-gw/outpost/recorder/index"
+	"github.com/outpost-gw/outpost/recorder/playback"
+	"github.com/outpost-gw/outpost/recorder/retention"
+	"github.com/outpost-gw/outpost/recorder/segment"
+	"github.com/outpost-gw/outpost/recorder/synth"
+)
+
+var rt0 = time.Date(2026, 11, 22, 10, 30, 0, 0, time.UTC)
+
+// needTool skips the test when a tool is missing, unless CI is set.
+func needTool(t testing.TB, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s is required in CI: %v", n, err)
+			}
+			t.Skipf("%s not installed", n)
+		}
+	}
+}
+
+// checkMP4 runs ffprobe and a full ffmpeg decode on file; both must pass
+// without a word on stderr.
+func checkMP4(t *testing.T, file string) {
+	t.Helper()
+	for _, args := range [][]string{
+		{"ffprobe", "-v", "error", "-show_streams", "-show_format", file},
+		{"ffmpeg", "-v", "error", "-xerror", "-i", file, "-f", "null", "-"},
+	} {
+		var errb bytes.Buffer
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Stderr = &errb
+		if err := cmd.Run(); err != nil || errb.Len() > 0 {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, errb.String())
+		}
+	}
+}
+
+// fixture is a store, an index and real segments of camera "door": 64x48
+// synthetic video (~115 KB key frames), 2 s GOPs, 4 s segments, from rt0 for secs seconds.
+type fixture struct {
+	root string
+	st   *store.Store
+	ix   *index.Index
+	recs []index.Recording
+}
+
+func newFixture(t *testing.T, secs int) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := store.Open(filepath.Join(dir, "state"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	f := &fixture{root: filepath.Join(dir, "rec"), st: st, ix: index.New(st)}
+	w, err := segment.New(segment.Config{Dir: f.root, Camera: "door", SegmentDuration: 4 * time.Second, PartDuration: 500 * time.Millisecond,
+		OnSegment: func(info segment.SegmentInfo) {
+			rel, _ := filepath.Rel(f.root, info.Path)
+			r := index.Recording{Camera: info.Camera, File: rel, Start: info.Start, Duration: info.Duration, Bytes: info.Bytes}
+			if err := f.ix.Add(r); err != nil {
+				t.Error(err)
+			}
+			f.recs = append(f.recs, r)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := synth.New(synth.Options{Width: 320, Height: 240, FPS: 25, GOP: 50, Start: rt0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start([]recorder.Track{v.Track()}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		s := v.Next()
+		if s.DTS >= time.Duration(secs)*time.Second {
+			break
+		}
+		if err := w.Write(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.End(errors.New("done"))
+	return f
+}
+
+// resumable is an upload session server in the manner of GCS's resumable
+// uploads. cuts > 0 makes that many chunk PUTs die half-way: the server
+// keeps the bytes it read, then drops the connection.
+type resumable struct {
+	mu       sync.Mutex
+	got      []byte
+	complete bool
+	cuts     int
+	puts     int
+	gone     bool          // answer 410 from now on
+	block    chan struct{} // if set, chunk PUTs wait on it
+	badQuery bool
+}
+
+func (s *resumable) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPut || r.URL.Query().Get("sig") != "secret" {
+		http.Error(w, "bad request", http.StatusBadRequest)
+		return
+	}
+	if s.block != nil && r.ContentLength > 0 {
+		select {
+		case <-s.block:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.puts++
+	if s.gone {
+		http.Error(w, "gone", http.StatusGone)
+		return
+	}
+	cr := r.Header.Get("Content-Range")
+	rng, ok := strings.CutPrefix(cr, "bytes ")
+	span, total, ok2 := strings.Cut(rng, "/")
+	n, err := strconv.Atoi(total)
+	if !ok || !ok2 || err != nil {
+		http.Error(w, "bad Content-Range "+cr, http.StatusBadRequest)
+		return
+	}
+	if span != "*" {
+		a, b, _ := strings.Cut(span, "-")
+		from, err1 := strconv.Atoi(a)
+		to, err2 := strconv.Atoi(b)
+		if err1 != nil || err2 != nil || from != len(s.got) || int64(to-from+1) != r.ContentLength {
+			http.Error(w, "bad chunk "+cr, http.StatusBadRequest)
+			return
+		}
+		if s.cuts > 0 {
+			s.cuts--
+			part := make([]byte, r.ContentLength/2)
+			k, _ := io.ReadFull(r.Body, part)
+			s.got = append(s.got, part[:k]...)
+			panic(http.ErrAbortHandler) // the connection drops mid-body
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		s.got = append(s.got, body...)
+	}
+	if len(s.got) == n {
+		s.complete = true
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	if len(s.got) > 0 {
+		w.Header().Set("Range", fmt.Sprintf("bytes=0-%d", len(s.got)-1))
+	}
+	w.WriteHeader(http.StatusPermanentRedirect)
+}
+
+func (s *resumable) file() ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.got), s.complete
+}
+
+// fakeClock returns at once and remembers the waits.
+type fakeClock struct {
+	mu    sync.Mutex
+	waits []time.Duration
+}
+
+func (c *fakeClock) Now() time.Time { return rt0 }
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	c.waits = append(c.waits, d)
+	c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	ch <- rt0
+	return ch
+}
+
+// events collects progress.
+type events struct {
+	mu  sync.Mutex
+	got []Event
+}
+
+func (e *events) add(ev Event) { e.mu.Lock(); e.got = append(e.got, ev); e.mu.Unlock() }
+func (e *events) phases() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []string
+	for _, ev := range e.got {
+		p := ev.Phase
+		if p == PhaseUploading {
+			p += " " + strconv.Itoa(ev.Percent)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func (e *events) wait(t *testing.T, phase string) Event {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		e.mu.Lock()
+		for _, ev := range e.got {
+			if ev.Phase == phase {
+				e.mu.Unlock()
+				return ev
+			}
+		}
+		e.mu.Unlock()
+	}
+	t.Fatalf("no %s event; got %v", phase, e.phases())
+	return Event{}
+}
+
+func (f *fixture) exporter(t *testing.T, srv *httptest.Server, clock Clock, ev *events, logw io.Writer) *Exporter {
+	return &Exporter{
+		Store: f.st, Index: f.ix, Root: f.root, Holds: &Holds{},
+		Up:       &Uploader{Client: srv.Client(), ChunkSize: 64 << 10, Clock: clock, Log: slog.New(slog.NewTextHandler(logw, nil))},
+		Progress: ev.add,
+		Log:      slog.New(slog.NewTextHandler(logw, nil)),
+	}
+}
+
+func request(srv *httptest.Server, id string, from, dur time.Duration) Request {
+	return Request{ID: id, Camera: "door", Start: rt0.Add(from), Duration: dur, URL: srv.URL + "/upload/clip.mp4?upload_id=1&sig=secret"}
+}
+
+// TestExportResumes: an export whose connection is cut twice mid-chunk
+// resumes from what the server holds each time; the file at the server is
+// byte for byte the clip playback makes, and ffmpeg decodes it.
+func TestExportResumes(t *testing.T) {
+	f := newFixture(t, 12)
+	rs := &resumable{cuts: 2}
+	srv := httptest.NewTLSServer(rs)
+	defer srv.Close()
+	clock := &fakeClock{}
+	ev := &events{}
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	e := f.exporter(t, srv, clock, ev, writerFunc(func(p []byte) (int, error) { logMu.Lock(); defer logMu.Unlock(); return logs.Write(p) }))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go e.Run(ctx)
+	waitRunning(e)
+
+	req := request(srv, "exp-1", 3*time.Second, 6*time.Second)
+	if _, err := e.Submit("export", req, rt0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Submit("export", req, rt0); !errors.Is(err, ErrDuplicate) {
+		t.Errorf("same id again: %v, want ErrDuplicate", err)
+	}
+	done := ev.wait(t, PhaseDone)
+	got, complete := rs.file()
+	var want bytes.Buffer
+	if err := playback.Write(ctx, &want, f.root, f.recs, req.Start, req.Duration); err != nil {
+		t.Fatal(err)
+	}
+	if !complete || !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("server holds %d bytes (complete %v), the clip is %d", len(got), complete, want.Len())
+	}
+	if done.Bytes != int64(want.Len()) {
+		t.Errorf("done event: %d bytes, want %d", done.Bytes, want.Len())
+	}
+	if len(clock.waits) != 2 {
+		t.Errorf("backoff waits %v, want two (one per cut)", clock.waits)
+	}
+	if e.Holds.Held("door", req.Start, req.Start.Add(time.Second)) {
+		t.Error("still held after the export ended")
+	}
+	ph := ev.phases()
+	if ph[0] != PhaseQueued || !strings.HasPrefix(ph[1], "uploading") || ph[len(ph)-1] != PhaseDone {
+		t.Errorf("phases %v", ph)
+	}
+	logMu.Lock()
+	if strings.Contains(logs.String(), "secret") || strings.Contains(logs.String(), "upload_id") {
+		t.Errorf("the URL's query reached the log:\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), "/upload/clip.mp4") {
+		t.Errorf("the log does not name the upload path:\n%s", logs.String())
+	}
+	logMu.Unlock()
+	t.Logf("%d bytes, %d PUTs, phases %v", len(got), rs.puts, ph)
+
+	needTool(t, "ffmpeg", "ffprobe")
+	file := filepath.Join(t.TempDir(), "got.mp4")
+	os.WriteFile(file, got, 0o600)
+	checkMP4(t, file)
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func waitRunning(e *Exporter) {
+	for {
+		e.mu.Lock()
+		ok := e.ctx != nil
+		e.mu.Unlock()
+		if ok {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestPlainHTTPRefused: http:// (and other non-https URLs) are refused
+// before anything is queued or sent.
+func TestPlainHTTPRefused(t *testing.T) {
+	f := newFixture(t, 4)
+	rs := &resumable{}
+	srv := httptest.NewServer(rs)
+	defer srv.Close()
+	e := &Exporter{Store: f.st, Index: f.ix, Root: f.root, Holds: &Holds{}}
+	req := Request{ID: "e", Camera: "door", Start: rt0, Duration: time.Second, URL: srv.URL + "/u?sig=secret"}
+	if _, err := e.Submit("export", req, rt0); !errors.Is(err, ErrURL) {
+		t.Errorf("Submit http: %v", err)
+	}
+	up := &Uploader{Client: srv.Client()}
+	err := up.Upload(context.Background(), Clip{URL: req.URL, Size: 1, Source: func(context.Context, io.Writer) error { return nil }})
+	if !errors.Is(err, ErrURL) {
+		t.Errorf("Upload http: %v", err)
+	}
+	if rs.puts != 0 {
+		t.Errorf("%d requests reached the plain server", rs.puts)
+	}
+	if jobs, _ := e.Load(); len(jobs) != 0 {
+		t.Errorf("jobs stored: %v", jobs)
+	}
+}
+
+// TestHeldWhilePending: while an export waits, retention passes its
+// segments over (others go); once it is done they can go too.
+func TestHeldWhilePending(t *testing.T) {
+	f := newFixture(t, 16)
+	rs := &resumable{block: make(chan struct{})}
+	srv := httptest.NewTLSServer(rs)
+	defer srv.Close()
+	ev := &events{}
+	e := f.exporter(t, srv, &fakeClock{}, ev, io.Discard)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go e.Run(ctx)
+	waitRunning(e)
+	if _, err := e.Submit("export", request(srv, "exp-h", 5*time.Second, 2*time.Second), rt0); err != nil {
+		t.Fatal(err)
+	}
+	ev.wait(t, PhaseUploading)
+	cl := &retention.Cleaner{Root: f.root, Index: f.ix, MaxAge: time.Second, Now: func() time.Time { return rt0.Add(time.Hour) }, Held: e.Holds.Held}
+	res, err := cl.Pass()
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, _ := f.ix.List("door", rt0, rt0.Add(time.Hour))
+	if res.Held != 1 || len(left) != 1 || !left[0].Start.Equal(f.recs[1].Start) {
+		t.Fatalf("pass %+v left %v, want only the segment 4..8 s held", res, left)
+	}
+	if _, err := os.Stat(filepath.Join(f.root, left[0].File)); err != nil {
+		t.Fatalf("held file: %v", err)
+	}
+	close(rs.block)
+	ev.wait(t, PhaseDone)
+	if res, _ := cl.Pass(); res.Deleted != 1 || res.Held != 0 {
+		t.Errorf("after the export: %+v", res)
+	}
+}
+
+// TestResumeAfterRestart: an exporter stopped mid-upload leaves the job in
+// the store; the next one holds its segments at Load and finishes it from
+// where the server is.
+func TestResumeAfterRestart(t *testing.T) {
+	f := newFixture(t, 8)
+	rs := &resumable{block: make(chan struct{})} // each chunk waits for a token
+	srv := httptest.NewTLSServer(rs)
+	defer srv.Close()
+	ev := &events{}
+	e := f.exporter(t, srv, &fakeClock{}, ev, io.Discard)
+	e.Up.ChunkSize = 16 << 10
+	ctx, cancel := context.WithCancel(context.Background())
+	go e.Run(ctx)
+	waitRunning(e)
+	req := request(srv, "exp-r", 0, 8*time.Second)
+	if _, err := e.Submit("export", req, rt0); err != nil {
+		t.Fatal(err)
+	}
+	rs.block <- struct{}{} // two chunks, then the daemon stops
+	rs.block <- struct{}{}
+	for {
+		if got, _ := rs.file(); len(got) == 32<<10 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	e.Wait()
+	if got, done := rs.file(); done || len(got) != 32<<10 {
+		t.Fatalf("server has %d bytes, done %v", len(got), done)
+	}
+
+	ev2 := &events{}
+	e2 := f.exporter(t, srv, &fakeClock{}, ev2, io.Discard)
+	e2.Up.ChunkSize = 16 << 10
+	stored, err := e2.Load()
+	if err != nil || len(stored) != 1 || stored[0].Size == 0 {
+		t.Fatalf("stored jobs %+v, %v", stored, err)
+	}
+	if !e2.Holds.Held("door", rt0, rt0.Add(time.Second)) {
+		t.Error("not held after Load")
+	}
+	rs.mu.Lock()
+	putsBefore := rs.puts
+	rs.mu.Unlock()
+	close(rs.block)
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	go e2.Run(ctx2)
+	ev2.wait(t, PhaseDone)
+	got, _ := rs.file()
+	var want bytes.Buffer
+	playback.Write(ctx2, &want, f.root, f.recs, req.Start, req.Duration)
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("resumed upload: %d bytes, want the clip's %d", len(got), want.Len())
+	}
+	rest := (int64(len(got)) - 32<<10 + 16<<10 - 1) / (16 << 10)
+	if puts := rs.puts - putsBefore; int64(puts) != 1+rest {
+		t.Errorf("resumed with %d PUTs, want a query and %d chunks (the rest)", puts, rest)
+	}
+	if jobs, _ := e2.Load(); len(jobs) != 0 {
+		t.Errorf("jobs left: %v", jobs)
+	}
+}
+
+// TestUploadFailures: a session the server forgot fails at once (no
+// retries); a clip that changes between attempts never completes.
+func TestUploadFailures(t *testing.T) {
+	rs := &resumable{gone: true}
+	srv := httptest.NewTLSServer(rs)
+	defer srv.Close()
+	clock := &fakeClock{}
+	up := &Uploader{Client: srv.Client(), ChunkSize: 4, Clock: clock}
+	url := srv.URL + "/u?sig=secret"
+	data := []byte("0123456789abcdef")
+	src := func(_ context.Context, w io.Writer) error { _, err := w.Write(data); return err }
+	n, sum, _ := Measure(context.Background(), src)
+	if err := up.Upload(context.Background(), Clip{URL: url, Size: n, SHA256: sum, Source: src}); !errors.Is(err, ErrSession) || len(clock.waits) != 0 {
+		t.Errorf("gone session: %v after %d waits", err, len(clock.waits))
+	}
+
+	rs2 := &resumable{cuts: 1}
+	srv2 := httptest.NewTLSServer(rs2)
+	defer srv2.Close()
+	up.Client = srv2.Client()
+	calls := 0
+	changing := func(_ context.Context, w io.Writer) error {
+		calls++
+		b := bytes.Clone(data)
+		if calls > 1 {
+			b[len(b)-1] = 'X' // the last byte differs on the retry
+		}
+		_, err := w.Write(b)
+		return err
+	}
+	err := up.Upload(context.Background(), Clip{URL: srv2.URL + "/u?sig=secret", Size: n, SHA256: sum, Source: changing})
+	if got, done := rs2.file(); !errors.Is(err, ErrChanged) || done || len(got) >= len(data) {
+		t.Errorf("changed clip: %v; server has %q, complete %v", err, got, done)
+	}
+}
+
+func TestParseRange(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"", 0, true}, {"bytes=0-0", 1, true}, {"bytes=0-262143", 262144, true},
+		{"bytes=1-5", 0, false}, {"bytes=0--1", 0, false}, {"bytes=0-x", 0, false}, {"0-5", 0, false},
+	} {
+		got, err := parseRange(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("%q: %d %v", tc.in, got, err)
+		}
+	}
+}
+
+func FuzzParseRange(f *testing.F) {
+	for _, s := range []string{"", "bytes=0-0", "bytes=0-99", "bytes=0-", "bytes=0-9223372036854775807"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := parseRange(s)
+		if err == nil && n < 0 {
+			t.Fatalf("%q: %d", s, n)
+		}
+	})
+}
+
+func TestRedact(t *testing.T) {
+	if got := Redact("https://u:p@up.example:8443/b/o.mp4?X-Goog-Signature=abc#f"); got != "https://up.example:8443/b/o.mp4" {
+		t.Errorf("Redact: %q", got)
+	}
+}
