@@ -70,6 +70,10 @@ type Options struct {
 	// DebugWeb turns gokrazy's own web interface on (TCP port 8080, with a
 	// random password printed to Progress): for development images only.
 	DebugWeb bool
+	// LDFlags are extra linker flags for outpostd, after the version stamp
+	// (e.g. "-X github.com/outpost-gw/outpost/internal/daemon.failHealthGate=test"
+	// for an image whose health gate fails).
+	LDFlags string
 }
 
 // InstanceConfig is the subset of gokrazy's config.json that we read and
@@ -133,7 +137,10 @@ func Build(ctx context.Context, o Options) error {
 		}
 		applyFleet(cfg, f, fleetJSON)
 	}
-	stampVersion(cfg, o.Version)
+	if strings.ContainsAny(o.LDFlags, "\n'\"\\$`") {
+		return fmt.Errorf("ldflags %q: quotes, backslashes and newlines are not passed through", o.LDFlags)
+	}
+	stampVersion(cfg, o.Version, o.LDFlags)
 	if o.DebugWeb {
 		pw := randomPassword()
 		cfg["Update"] = map[string]any{"HTTPPassword": pw, "HTTPPort": "8080"}
@@ -213,9 +220,13 @@ func pkgConfig(cfg InstanceConfig, pkg string) map[string]any {
 	return pc
 }
 
-func stampVersion(cfg InstanceConfig, version string) {
+func stampVersion(cfg InstanceConfig, version, extraLDFlags string) {
 	pc := pkgConfig(cfg, DaemonPackage)
-	pc["GoBuildFlags"] = []any{"-ldflags=" + buildinfo.LDFlag(version)}
+	flags := buildinfo.LDFlag(version)
+	if extra := strings.TrimSpace(extraLDFlags); extra != "" {
+		flags += " " + extra
+	}
+	pc["GoBuildFlags"] = []any{"-ldflags=" + flags}
 }
 
 // applyFleet bakes the fleet file into the root file system and points

@@ -69,12 +69,12 @@ func TestApplyFleetAndVersion(t *testing.T) {
 	c, _ := LoadInstanceConfig("amd64")
 	f := config.Fleet{Name: "acme", BrokerURL: "mqtts://b:8883", NTPServers: []string{"ntp1.acme.example", "10.0.0.1:123"}}
 	applyFleet(c, f, []byte(`{"name":"acme"}`))
-	stampVersion(c, "v1.2.3")
+	stampVersion(c, "v1.2.3", "-X a.b=c")
 	pc := pkgConfig(c, DaemonPackage)
 	if files, _ := pc["ExtraFileContents"].(map[string]any); !strings.Contains(files[FleetPathInImage].(string), "acme") {
 		t.Errorf("fleet file not baked in: %v", pc)
 	}
-	if fl := strs(pc["GoBuildFlags"]); len(fl) != 1 || !strings.Contains(fl[0], "buildinfo.Version=v1.2.3") {
+	if fl := strs(pc["GoBuildFlags"]); len(fl) != 1 || !strings.Contains(fl[0], "buildinfo.Version=v1.2.3 -X a.b=c") {
 		t.Errorf("GoBuildFlags = %v", fl)
 	}
 	const ntp = "github.com/gokrazy/gokrazy/cmd/ntp"

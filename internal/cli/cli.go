@@ -36,7 +36,8 @@ func commands() []command {
 		{"fleet watch", "[--dir D] [--every 2s]", "a live table of boxes: online, version, health, alerts", runFleetWatch},
 		{"fleet events", "[--dir D]", "follow events, audit entries and command results", runFleetEvents},
 		{"release keygen", "[--dir D] [--root N] [--threshold K]", "make the update root keys, a release key and the signed release-keys document", runReleaseKeygen},
-		{"release sign", "--version V --target amd64|rpi --artifact NAME=FILE=URL... [--dir D] [--out FILE]", "sign a release manifest", runReleaseSign},
+		{"release build", "--target amd64|rpi --version N --out DIR [--fleet FILE] [--ldflags FLAGS]", "build a release: disk image plus the root/boot partition images an update streams", runReleaseBuild},
+		{"release sign", "--release DIR --url-base URL | --version V --target amd64|rpi --artifact NAME=FILE=URL... [--dir D] [--out FILE]", "sign a release manifest", runReleaseSign},
 		{"gok", "ARGS...", "run the embedded gok (gokrazy's tool) as is", runGok},
 		{"version", "", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, buildinfo.Version)

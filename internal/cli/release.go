@@ -5,14 +5,17 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/outpost-gw/outpost/image"
 	"github.com/outpost-gw/outpost/internal/atomicfile"
 	"github.com/outpost-gw/outpost/ota/manifest"
 )
@@ -91,29 +94,67 @@ func readKey(path string) (ed25519.PrivateKey, error) {
 func runReleaseSign(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("release sign", stderr)
 	dir := fs.String("dir", "release-keys", "key directory (release.key)")
+	release := fs.String("release", "", "release directory from `outpost release build` (gives version, target and artifacts)")
+	urlBase := fs.String("url-base", "", "with --release: https URL the release directory's files are served under")
+	include := fs.String("include", "root", "with --release: artifacts to sign, comma-separated (root, boot)")
 	version := fs.Uint64("version", 0, "release version (above every box's floor)")
 	target := fs.String("target", "", "amd64 or rpi")
 	var arts listFlag
 	fs.Var(&arts, "artifact", "NAME=FILE=URL (repeat; root is required for an update)")
 	expires := fs.Duration("expires", 30*24*time.Hour, "manifest validity")
-	out := fs.String("out", "manifest.json", "output file")
+	out := fs.String("out", "", "output file (default: manifest.json, or RELEASE/manifest.json)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *version == 0 || *target == "" || len(arts) == 0 {
-		return fmt.Errorf("%w: --version, --target and --artifact are required", errUsage)
+	type art struct{ name, file, url, sum string }
+	var todo []art
+	if *release != "" {
+		if len(arts) > 0 {
+			return fmt.Errorf("%w: --release and --artifact exclude each other", errUsage)
+		}
+		if !strings.HasPrefix(*urlBase, "https://") {
+			return fmt.Errorf("%w: --release needs --url-base https://…", errUsage)
+		}
+		r, err := image.LoadRelease(*release)
+		if err != nil {
+			return err
+		}
+		if *version != 0 && *version != r.Version || *target != "" && *target != r.Target {
+			return fmt.Errorf("%w: --version/--target contradict %s (v%d for %s)", errUsage, image.ReleaseFile, r.Version, r.Target)
+		}
+		*version, *target = r.Version, r.Target
+		for _, name := range strings.Split(*include, ",") {
+			i := slices.IndexFunc(r.Artifacts, func(a image.ReleaseArtifact) bool { return a.Name == name })
+			if i < 0 {
+				return fmt.Errorf("%w: --include %s: the release has no such artifact", errUsage, name)
+			}
+			a := r.Artifacts[i]
+			todo = append(todo, art{a.Name, filepath.Join(*release, a.File), strings.TrimSuffix(*urlBase, "/") + "/" + a.File, a.SHA256})
+		}
+		if *out == "" {
+			*out = filepath.Join(*release, "manifest.json")
+		}
+	}
+	for _, a := range arts {
+		parts := strings.SplitN(a, "=", 3)
+		if len(parts) != 3 {
+			return fmt.Errorf("%w: --artifact %q: want NAME=FILE=URL", errUsage, a)
+		}
+		todo = append(todo, art{parts[0], parts[1], parts[2], ""})
+	}
+	if *version == 0 || *target == "" || len(todo) == 0 {
+		return fmt.Errorf("%w: --release, or --version, --target and --artifact, are required", errUsage)
+	}
+	if *out == "" {
+		*out = "manifest.json"
 	}
 	priv, err := readKey(filepath.Join(*dir, "release.key"))
 	if err != nil {
 		return err
 	}
 	m := manifest.Manifest{Version: *version, Target: *target, Expires: time.Now().Add(*expires).UTC()}
-	for _, a := range arts {
-		parts := strings.SplitN(a, "=", 3)
-		if len(parts) != 3 {
-			return fmt.Errorf("%w: --artifact %q: want NAME=FILE=URL", errUsage, a)
-		}
-		f, err := os.Open(parts[1])
+	for _, a := range todo {
+		f, err := os.Open(a.file)
 		if err != nil {
 			return err
 		}
@@ -123,7 +164,11 @@ func runReleaseSign(_ context.Context, args []string, stdout, stderr io.Writer) 
 		if err != nil {
 			return err
 		}
-		m.Artifacts = append(m.Artifacts, manifest.Artifact{Name: parts[0], URL: parts[2], Length: n, SHA256: manifest.Digest(h.Sum(nil))})
+		sum := manifest.Digest(h.Sum(nil))
+		if a.sum != "" && a.sum != hex.EncodeToString(sum[:]) {
+			return fmt.Errorf("%s changed since the release was built (digest differs from %s): rebuild it", a.file, image.ReleaseFile)
+		}
+		m.Artifacts = append(m.Artifacts, manifest.Artifact{Name: a.name, URL: a.url, Length: n, SHA256: sum})
 	}
 	doc, err := manifest.SignManifest([]ed25519.PrivateKey{priv}, m)
 	if err != nil {
@@ -133,5 +178,43 @@ func runReleaseSign(_ context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	fmt.Fprintf(stdout, "signed v%d for %s: %s (%d artifacts)\n", m.Version, m.Target, *out, len(m.Artifacts))
+	return nil
+}
+
+// runReleaseBuild builds a release's disk image and cuts out the partition
+// images an update streams, for `outpost release sign --release DIR`.
+func runReleaseBuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("release build", stderr)
+	var o image.Options
+	fs.StringVar(&o.Target, "target", "", "hardware target: amd64 or rpi")
+	version := fs.String("version", "", "release number, e.g. 3 or v3 (stamped into outpostd as v3)")
+	out := fs.String("out", "", "release directory to write (disk.img, root.img, boot.img, release.json)")
+	fs.StringVar(&o.FleetFile, "fleet", "", "fleet file to bake in (must pin ota_root for boxes to accept updates)")
+	fs.StringVar(&o.LDFlags, "ldflags", "", "extra linker flags for outpostd (tests: -X github.com/outpost-gw/outpost/internal/daemon.failHealthGate=why)")
+	fs.Int64Var(&o.SizeBytes, "size", image.DefaultSizeBytes, "disk image size in bytes")
+	fs.BoolVar(&o.Verbose, "v", false, "show all of gok's output")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if !slices.Contains(image.Targets, o.Target) {
+		return fmt.Errorf("%w: --target must be one of %v", errUsage, image.Targets)
+	}
+	if *out == "" {
+		return fmt.Errorf("%w: --out is required", errUsage)
+	}
+	n, v, err := image.ParseReleaseVersion(*version)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	o.Version = v
+	o.Progress = stdout
+	r, err := image.BuildRelease(ctx, *out, n, o)
+	if err != nil {
+		return err
+	}
+	for _, a := range r.Artifacts {
+		fmt.Fprintf(stdout, "  %s: %s, %d bytes, sha256 %s\n", a.Name, filepath.Join(*out, a.File), a.Length, a.SHA256)
+	}
+	fmt.Fprintf(stdout, "release v%d for %s in %s; next: outpost release sign --release %s --url-base https://…\n", r.Version, r.Target, *out, *out)
 	return nil
 }
