@@ -63,3 +63,20 @@ type Sink interface {
 	Write(s Sample) error
 	End(reason error)
 }
+
+// SameTracks reports whether two sessions of a camera carry the same
+// tracks (codecs, clock rates, parameter sets): a sink may then carry on
+// across the reconnection instead of starting over.
+func SameTracks(a, b []Track) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if x.Codec != y.Codec || x.ClockRate != y.ClockRate || string(x.VPS) != string(y.VPS) || string(x.SPS) != string(y.SPS) ||
+			string(x.PPS) != string(y.PPS) || string(x.AACConfig) != string(y.AACConfig) || x.Channels != y.Channels || x.MULaw != y.MULaw {
+			return false
+		}
+	}
+	return true
+}

@@ -285,7 +285,7 @@ func (st *Stream) Start(tracks []recorder.Track) error {
 		return errors.New("live: server closed")
 	}
 	st.live = true
-	if st.stream != nil && sameTracks(st.tracks, tracks) {
+	if st.stream != nil && recorder.SameTracks(st.tracks, tracks) {
 		st.offset = st.last + 40*time.Millisecond // carry on where the last session ended
 		return nil
 	}
@@ -372,20 +372,6 @@ func (st *Stream) close() {
 
 func ticks(d time.Duration, rate int) int64 {
 	return int64(d/time.Second)*int64(rate) + int64(d%time.Second)*int64(rate)/int64(time.Second)
-}
-
-func sameTracks(a, b []recorder.Track) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		x, y := a[i], b[i]
-		if x.Codec != y.Codec || x.ClockRate != y.ClockRate || string(x.VPS) != string(y.VPS) || string(x.SPS) != string(y.SPS) ||
-			string(x.PPS) != string(y.PPS) || string(x.AACConfig) != string(y.AACConfig) || x.Channels != y.Channels || x.MULaw != y.MULaw {
-			return false
-		}
-	}
-	return true
 }
 
 // formatFor builds the SDP format of a track (parameter sets from the
