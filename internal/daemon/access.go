@@ -27,6 +27,10 @@ type Grant struct {
 	Source string
 	// What is the audit entry's action, e.g. "playback GET /api/v1/recordings".
 	What string
+	// Quiet leaves a grant out of the audit log (refusals are always
+	// recorded): a player fetching a segment a second after its playlist
+	// was granted is not a new access.
+	Quiet bool
 }
 
 // errUnauthenticated marks refusals that a new token could fix (HTTP 401)
@@ -61,7 +65,9 @@ func (d *daemon) authorize(ctx context.Context, tok string, g Grant) (tokens.Cla
 		d.audit(ctx, claims.User, g.What, g.Camera, g.Source, "denied: "+err.Error())
 		return claims, err
 	}
-	d.audit(ctx, claims.User, g.What, g.Camera, g.Source, "ok")
+	if !g.Quiet {
+		d.audit(ctx, claims.User, g.What, g.Camera, g.Source, "ok")
+	}
 	return claims, nil
 }
 
@@ -157,6 +163,9 @@ func (d *daemon) viewerOn(path access.Path, action string, camera func(*http.Req
 			Remote: access.RemoteAddr(r.RemoteAddr),
 			Source: r.RemoteAddr + " " + r.UserAgent(),
 			What:   action + " " + r.Method + " " + r.URL.Path,
+			// An HLS viewing is audited at its index.m3u8; its media
+			// playlists and segments follow every second or so.
+			Quiet: path == access.PathHLS && r.PathValue("file") != "index.m3u8",
 		}
 		claims, err := d.authorize(r.Context(), d.requestToken(r), g)
 		if err != nil {

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"net/http"
 
 	"github.com/outpost-gw/outpost/internal/access"
 	"github.com/outpost-gw/outpost/internal/tokens"
@@ -36,4 +37,11 @@ func (d *daemon) authorizeLive(ctx context.Context, req live.AuthRequest) error 
 		return err
 	}
 	return nil
+}
+
+// handleHLS serves GET /api/v1/live/{camera}/{file}: the camera as HLS for
+// browsers (the LAN page plays index.m3u8). viewerOn has checked the token
+// and the camera's live mode for the HLS path on every request.
+func (d *daemon) handleHLS(w http.ResponseWriter, r *http.Request) {
+	d.rec.hls.ServeFile(w, r, r.PathValue("camera"), r.PathValue("file"))
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/outpost-gw/outpost/internal/tokens"
 	"github.com/outpost-gw/outpost/recorder"
 	"github.com/outpost-gw/outpost/recorder/export"
+	"github.com/outpost-gw/outpost/recorder/hls"
 	"github.com/outpost-gw/outpost/recorder/index"
 	"github.com/outpost-gw/outpost/recorder/ingest"
 	"github.com/outpost-gw/outpost/recorder/live"
@@ -32,6 +33,7 @@ type recording struct {
 	cleaner *retention.Cleaner
 	live    *live.Server // RTSP restream; nil when off
 	holds   export.Holds // ranges under export: retention passes them over
+	hls     *hls.Server  // HLS for the LAN page
 }
 
 type camera struct {
@@ -77,6 +79,7 @@ func (d *daemon) setupRecording() (*recording, error) {
 			return s.TotalBytes
 		}
 	}
+	r.hls = hls.New(hls.Config{Log: log.With("component", "hls")})
 	if r.live, err = d.startLive(); err != nil {
 		// Recording matters more than live viewing: carry on without it.
 		log.Error("live restream off", "err", err)
@@ -102,9 +105,10 @@ func (d *daemon) setupRecording() (*recording, error) {
 		if err != nil {
 			return nil, fmt.Errorf("camera %s: %w", cc.ID, err)
 		}
-		var sink recorder.Sink = w
-		if r.live != nil { // one camera connection feeds the recording and the live viewers
-			sink = live.Tee{w, r.live.Stream(cc.ID)}
+		// One camera connection feeds the recording and the live viewers.
+		sink := live.Tee{w, r.hls.Stream(cc.ID)}
+		if r.live != nil {
+			sink = append(sink, r.live.Stream(cc.ID))
 		}
 		in, err := ingest.New(ingest.Config{
 			ID: cc.ID, URL: cc.URL, Username: cc.Username, Password: cc.Password, Transport: cc.Transport,
@@ -145,14 +149,15 @@ func (r *recording) run(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	r.hls.Close()
 	if r.live != nil {
 		r.live.Close()
 	}
 	return nil
 }
 
-// CameraStatus is one camera in GET /api/v1/cameras.
-type CameraStatus struct {
+// CameraHealth is one camera's ingest state, in GET /api/v1/status.
+type CameraHealth struct {
 	ID           string    `json:"id"`
 	State        string    `json:"state"`
 	FPS          float64   `json:"fps"`
@@ -161,16 +166,22 @@ type CameraStatus struct {
 	Reconnects   uint64    `json:"reconnects"`
 	Frames       uint64    `json:"frames"`
 	LastError    string    `json:"last_error,omitempty"`
-	// What this viewer may do with the camera from where they are.
-	CanLive     bool `json:"can_live"`
-	CanPlayback bool `json:"can_playback"`
 }
 
-func (r *recording) cameras() []CameraStatus {
-	var out []CameraStatus
+// CameraStatus is one camera in GET /api/v1/cameras: its health and what
+// this viewer may do with it from where they are.
+type CameraStatus struct {
+	CameraHealth
+	CanLive     bool `json:"can_live"`
+	CanPlayback bool `json:"can_playback"`
+	CanExport   bool `json:"can_export"` // download clips
+}
+
+func (r *recording) cameras() []CameraHealth {
+	var out []CameraHealth
 	for _, c := range r.cams {
 		s := c.ingest.Stats()
-		out = append(out, CameraStatus{ID: c.id, State: string(s.State), FPS: s.FPS, BitrateBPS: s.Bitrate,
+		out = append(out, CameraHealth{ID: c.id, State: string(s.State), FPS: s.FPS, BitrateBPS: s.Bitrate,
 			LastKeyFrame: s.LastKeyFrame, Reconnects: s.Reconnects, Frames: s.Frames, LastError: s.LastError})
 	}
 	return out
@@ -193,7 +204,8 @@ const maxListRange = 31 * 24 * time.Hour
 func (d *daemon) handleCameras(w http.ResponseWriter, req *http.Request) {
 	claims, _ := req.Context().Value(claimsKey{}).(tokens.Claims)
 	out := []CameraStatus{}
-	for _, c := range d.rec.cameras() {
+	for _, h := range d.rec.cameras() {
+		c := CameraStatus{CameraHealth: h}
 		if claims.Grants(c.ID, tokens.ActionLive) != nil && claims.Grants(c.ID, tokens.ActionPlayback) != nil {
 			continue
 		}
@@ -202,6 +214,8 @@ func (d *daemon) handleCameras(w http.ResponseWriter, req *http.Request) {
 		c.CanLive = claims.Grants(c.ID, g.Action) == nil && d.decide(g, claims.User) == nil
 		g.Action = tokens.ActionPlayback
 		c.CanPlayback = claims.Grants(c.ID, g.Action) == nil && d.decide(g, claims.User) == nil
+		g.Action = tokens.ActionExport
+		c.CanExport = claims.Grants(c.ID, g.Action) == nil && d.decide(g, claims.User) == nil
 		out = append(out, c)
 	}
 	writeJSON(w, map[string]any{"cameras": out})

@@ -2,10 +2,14 @@ package daemon
 
 import (
 	"net/http"
+	"strings"
 	"time"
 
+	"github.com/outpost-gw/outpost/internal/access"
 	"github.com/outpost-gw/outpost/internal/buildinfo"
 	"github.com/outpost-gw/outpost/internal/tokens"
+	"github.com/outpost-gw/outpost/internal/webui"
+	"github.com/outpost-gw/outpost/ota/install"
 	"github.com/outpost-gw/outpost/recorder/playback"
 )
 
@@ -32,6 +36,32 @@ type Status struct {
 	Load1     float64 `json:"load1"`
 	// Cloud is the fleet link, absent without a fleet.
 	Cloud *CloudStatus `json:"cloud,omitempty"`
+	// Time is the box's clock: an installer sees at a glance whether it
+	// is set.
+	Time time.Time `json:"time"`
+	// Cameras is each camera's health (no video: that needs a token).
+	Cameras   []CameraHealth   `json:"cameras"`
+	Recording *RecordingStatus `json:"recording,omitempty"`
+	// Update is the OTA installer's state, absent when it never ran.
+	Update *UpdateStatus `json:"update,omitempty"`
+}
+
+// RecordingStatus is the retention window and what bounds it.
+type RecordingStatus struct {
+	Oldest       time.Time `json:"oldest,omitzero"`
+	WindowS      float64   `json:"window_s"` // from Oldest to now
+	Bytes        int64     `json:"bytes"`
+	BudgetBytes  int64     `json:"budget_bytes,omitempty"`
+	MinFreeBytes int64     `json:"min_free_bytes,omitempty"`
+	MaxAgeS      float64   `json:"max_age_s,omitempty"`
+}
+
+// UpdateStatus is the firmware update state.
+type UpdateStatus struct {
+	Phase   string `json:"phase"`
+	Version uint64 `json:"version,omitempty"`
+	Floor   uint64 `json:"floor,omitempty"`
+	Reason  string `json:"reason,omitempty"`
 }
 
 // CloudStatus is what an installer needs about the fleet link.
@@ -56,10 +86,16 @@ func (d *daemon) routes() http.Handler {
 	mux.HandleFunc("GET /api/v1/status", d.handleStatus)
 	mux.HandleFunc("GET /api/v1/cameras", d.viewer(tokens.ActionLive, d.handleCameras))
 	mux.HandleFunc("GET /api/v1/recordings", d.viewer(tokens.ActionPlayback, d.handleRecordings))
-	mux.HandleFunc("GET /api/v1/recordings/video", d.viewer(tokens.ActionPlayback,
-		playback.Handler(d.rec.ix, d.rec.root, d.rec.known, d.log.With("component", "playback")).ServeHTTP))
+	video := playback.Handler(d.rec.ix, d.rec.root, d.rec.known, d.log.With("component", "playback"))
+	mux.HandleFunc("GET /api/v1/recordings/video", d.viewer(tokens.ActionPlayback, video.ServeHTTP))
+	mux.HandleFunc("GET /api/v1/recordings/clip", d.viewer(tokens.ActionExport, attachment(video).ServeHTTP))
+	mux.HandleFunc("GET /api/v1/live/{camera}/{file}", d.viewerOn(access.PathHLS, tokens.ActionLive, cameraFromPath, d.handleHLS))
 	mux.HandleFunc("POST /api/v1/session", d.handleSignIn)
 	mux.HandleFunc("DELETE /api/v1/session", d.handleSignOut)
+	mux.HandleFunc("GET /api/v1/session", d.handleSession)
+	page := webui.Handler()
+	mux.Handle("GET /{$}", page)
+	mux.Handle("GET /assets/", page)
 	return d.lockoutGate(d.csrf(mux))
 }
 
@@ -98,6 +134,22 @@ func (d *daemon) status() Status {
 	if l, err := d.o.Sensors.Load(); err == nil {
 		s.Load1 = l.One
 	}
+	s.Time = time.Now().UTC()
+	s.Cameras = []CameraHealth{}
+	if d.rec != nil {
+		s.Cameras = append(s.Cameras, d.rec.cameras()...)
+		rc := d.cfg.Recorder
+		rs := &RecordingStatus{BudgetBytes: rc.BudgetMB << 20, MinFreeBytes: rc.MinFreeMB << 20, MaxAgeS: rc.MaxAge.D().Seconds()}
+		if old, err := d.rec.ix.Oldest(1); err == nil && len(old) > 0 {
+			rs.Oldest = old[0].Start.UTC()
+			rs.WindowS = s.Time.Sub(rs.Oldest).Seconds()
+		}
+		rs.Bytes = d.rec.cleaner.Last().Bytes
+		s.Recording = rs
+	}
+	if st, err := (&install.Installer{Store: d.st}).Load(); err == nil && (st.Phase != "" || st.Floor != 0) {
+		s.Update = &UpdateStatus{Phase: string(st.Phase), Version: st.Version, Floor: st.Floor, Reason: st.Reason}
+	}
 	if c := d.cloud; c != nil {
 		cs := &CloudStatus{DeviceID: c.id.DeviceID(), Enrolled: c.id.Enrolled(), State: "enrolling"}
 		if !cs.Enrolled {
@@ -115,4 +167,40 @@ func (d *daemon) status() Status {
 		s.Cloud = cs
 	}
 	return s
+}
+
+// attachment serves h's response as a download (Content-Disposition:
+// attachment) instead of inline.
+func attachment(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(&dispositionWriter{ResponseWriter: w}, r)
+	})
+}
+
+type dispositionWriter struct {
+	http.ResponseWriter
+	done bool
+}
+
+func (w *dispositionWriter) WriteHeader(code int) {
+	if !w.done {
+		w.done = true
+		if v, ok := strings.CutPrefix(w.Header().Get("Content-Disposition"), "inline"); ok {
+			w.Header().Set("Content-Disposition", "attachment"+v)
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *dispositionWriter) Write(p []byte) (int, error) {
+	if !w.done {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *dispositionWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }

@@ -59,6 +59,24 @@ func (d *daemon) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, map[string]any{"user": claims.User, "cameras": claims.Cameras, "actions": claims.Actions, "expires": time.Unix(claims.Expires, 0).UTC()})
 }
 
+// handleSession: GET /api/v1/session tells the LAN page who is signed in
+// (the cookie is HttpOnly, so the page cannot read it): 401 without a
+// valid session.
+func (d *daemon) handleSession(w http.ResponseWriter, r *http.Request) {
+	v := d.verifier()
+	tok := d.sessionToken(r)
+	if v == nil || tok == "" {
+		httpError(w, http.StatusUnauthorized, "not signed in")
+		return
+	}
+	claims, err := v.Verify(tok) // a session token is never single-use: nothing is spent
+	if err != nil {
+		httpError(w, http.StatusUnauthorized, "not signed in: %v", err)
+		return
+	}
+	writeJSON(w, map[string]any{"user": claims.User, "cameras": claims.Cameras, "actions": claims.Actions, "expires": time.Unix(claims.Expires, 0).UTC()})
+}
+
 // handleSignOut: DELETE /api/v1/session.
 func (d *daemon) handleSignOut(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})

@@ -148,7 +148,9 @@ func securityHeaders(h http.Handler) http.Handler {
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("X-Frame-Options", "DENY")
 		hd.Set("Referrer-Policy", "no-referrer")
-		hd.Set("Content-Security-Policy", "default-src 'self'")
+		// The LAN page: own scripts and styles only; video from the box, or
+		// from Media Source buffers (blob:) where HLS is not native.
+		hd.Set("Content-Security-Policy", "default-src 'self'; media-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 		h.ServeHTTP(w, r)
 	})
 }
