@@ -38,6 +38,7 @@ func commands() []command {
 		{"release keygen", "[--dir D] [--root N] [--threshold K]", "make the update root keys, a release key and the signed release-keys document", runReleaseKeygen},
 		{"release build", "--target amd64|rpi --version N --out DIR [--fleet FILE] [--ldflags FLAGS]", "build a release: disk image plus the root/boot partition images an update streams", runReleaseBuild},
 		{"release sign", "--release DIR --url-base URL | --version V --target amd64|rpi --artifact NAME=FILE=URL... [--dir D] [--out FILE]", "sign a release manifest", runReleaseSign},
+		{"release push", "--to DEVICE|group:NAME --release DIR [--keys FILE] [--canary N|group:NAME] [--max-failures K] [--wave W]", "staged rollout: canary first, then the rest; halts by itself on failures", runReleasePush},
 		{"gok", "ARGS...", "run the embedded gok (gokrazy's tool) as is", runGok},
 		{"version", "", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, buildinfo.Version)

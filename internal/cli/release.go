@@ -12,11 +12,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/outpost-gw/outpost/image"
 	"github.com/outpost-gw/outpost/internal/atomicfile"
+	"github.com/outpost-gw/outpost/internal/operator"
+	"github.com/outpost-gw/outpost/internal/rollout"
 	"github.com/outpost-gw/outpost/ota/manifest"
 )
 
@@ -217,4 +220,83 @@ func runReleaseBuild(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	fmt.Fprintf(stdout, "release v%d for %s in %s; next: outpost release sign --release %s --url-base https://…\n", r.Version, r.Target, *out, *out)
 	return nil
+}
+
+// runReleasePush offers a signed release to a box or a group in stages (see
+// internal/rollout): the canary set first, then the rest in waves, halting
+// by itself when boxes fail.
+func runReleasePush(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("release push", stderr)
+	dir := fleetDirFlag(fs)
+	broker := fs.String("broker", "", "broker URL (default: the fleet file's)")
+	to := fs.String("to", "", "DEVICE, or group:NAME")
+	release := fs.String("release", "", "release directory (its manifest.json, from `release sign --release`)")
+	manifestFile := fs.String("manifest", "", "signed manifest (default: RELEASE/manifest.json)")
+	keysFile := fs.String("keys", "release-keys/keys.json", "signed release-keys document")
+	canary := fs.String("canary", "1", "canary set, offered first: a number of the boxes, or group:NAME")
+	maxFailures := fs.Int("max-failures", 0, "failures tolerated after the canary stage; one more halts")
+	wave := fs.Int("wave", 10, "boxes offered at once after the canary stage")
+	timeout := fs.Duration("timeout", 20*time.Minute, "per box, from offer to outcome (download, trial boot, health gate)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *to == "" || *manifestFile == "" && *release == "" {
+		return fmt.Errorf("%w: --to and --release (or --manifest) are required", errUsage)
+	}
+	if *manifestFile == "" {
+		*manifestFile = filepath.Join(*release, "manifest.json")
+	}
+	man, err := os.ReadFile(*manifestFile)
+	if err != nil {
+		return err
+	}
+	keys, err := os.ReadFile(*keysFile)
+	if err != nil {
+		return err
+	}
+	f, op, err := connectOperator(ctx, *dir, *broker, operator.Options{})
+	if err != nil {
+		return err
+	}
+	defer op.Close()
+	targets := []string{*to}
+	if g, ok := strings.CutPrefix(*to, "group:"); ok {
+		if targets, err = f.Group(g); err != nil {
+			return err
+		}
+		if len(targets) == 0 {
+			return fmt.Errorf("group %q has no active boxes", g)
+		}
+	}
+	slices.Sort(targets)
+	plan := rollout.Plan{Wave: *wave, MaxFailures: *maxFailures, Timeout: *timeout}
+	if g, ok := strings.CutPrefix(*canary, "group:"); ok {
+		members, err := f.Group(g)
+		if err != nil {
+			return err
+		}
+		for _, d := range targets {
+			if slices.Contains(members, d) {
+				plan.Canary = append(plan.Canary, d)
+			} else {
+				plan.Rest = append(plan.Rest, d)
+			}
+		}
+		if len(plan.Canary) == 0 {
+			return fmt.Errorf("%w: canary group %q has none of the boxes to update", errUsage, g)
+		}
+	} else {
+		n, err := strconv.Atoi(*canary)
+		if err != nil || n < 0 {
+			return fmt.Errorf("%w: --canary %q: want a number or group:NAME", errUsage, *canary)
+		}
+		n = min(n, len(targets))
+		plan.Canary, plan.Rest = targets[:n], targets[n:]
+	}
+	link, err := rollout.NewLink(op, keys, man)
+	if err != nil {
+		return err
+	}
+	_, err = rollout.Run(ctx, link, plan, stdout)
+	return err
 }
