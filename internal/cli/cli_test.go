@@ -81,14 +81,21 @@ func TestDemo(t *testing.T) {
 		t.Errorf("demo box cloud state %q, want online; stderr:\n%s", state, errOut.String())
 	}
 	// ... and records the synthetic camera.
-	m := regexp.MustCompile(`Cameras: +(https://\S+)`).FindStringSubmatch(out.String())
-	if m == nil {
-		t.Fatalf("no cameras URL in:\n%s", out.String())
+	page := regexp.MustCompile(`Open the LAN page: +(https://\S+)`).FindStringSubmatch(out.String())
+	m := regexp.MustCompile(`Viewer token \(a day\): +(\S+)`).FindStringSubmatch(out.String())
+	if m == nil || page == nil {
+		t.Fatalf("no LAN page URL or viewer token in:\n%s", out.String())
 	}
-	camURL := m[1]
+	if resp, err := c.Get(page[1]); err != nil || resp.StatusCode != 200 {
+		t.Errorf("LAN page %s: %v", page[1], err)
+	} else {
+		resp.Body.Close()
+	}
 	var camState string
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		resp, err := c.Get(camURL)
+		req, _ := http.NewRequest("GET", strings.TrimSuffix(page[1], "/")+"/api/v1/cameras", nil)
+		req.Header.Set("Authorization", "Bearer "+m[1])
+		resp, err := c.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

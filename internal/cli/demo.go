@@ -92,10 +92,19 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		Ready: func(ep daemon.Endpoints) {
 			u := "https://" + ep.HTTPS
 			now := time.Now()
-			tok, err := tokens.Mint(f.SigningKey(), tokens.Claims{User: "demo", Device: ep.DeviceID, Cameras: []string{"*"},
-				Actions: []string{tokens.ActionLive, tokens.ActionPlayback}, NotBefore: now.Add(-time.Minute).Unix(), Expires: now.Add(24 * time.Hour).Unix()})
+			claims := tokens.Claims{User: "demo", Device: ep.DeviceID, Cameras: []string{"*"},
+				Actions:   []string{tokens.ActionLive, tokens.ActionPlayback, tokens.ActionExport},
+				NotBefore: now.Add(-time.Minute).Unix(), Expires: now.Add(24 * time.Hour).Unix()}
+			tok, err := tokens.Mint(f.SigningKey(), claims)
 			if err != nil {
 				log.Error("demo: minting a viewer token", "err", err)
+			}
+			// A reusable token never goes into a URL; this one opens one.
+			once := claims
+			once.Actions, once.SingleUse, once.Expires = []string{tokens.ActionPlayback}, true, now.Add(time.Hour).Unix()
+			onceTok, err := tokens.Mint(f.SigningKey(), once)
+			if err != nil {
+				log.Error("demo: minting a single-use token", "err", err)
 			}
 			fmt.Fprintf(stdout, `
 Outpost %s demo is running (embedded defaults, nothing to set up):
@@ -103,21 +112,23 @@ a fleet with its own CA, an embedded MQTT broker (mTLS, per-box ACL) at %s,
 one box that enrols by itself and reports to the fleet, and a synthetic
 camera (%s) that the box records.
 
-  Open the LAN endpoint:  %s/api/v1/status
-  Cameras:                %s/api/v1/cameras?token=%s
-  Recordings:             %s/api/v1/recordings?camera=demo&start=%s&end=%s&token=%s
+  Open the LAN page:      %s/
+    installer view at once; sign in with the viewer token below to watch
+    live video, the timeline of recordings, and download clips.
+  Viewer token (a day):   %s
+  The API with it:        curl -k -H "Authorization: Bearer <token>" %s/api/v1/cameras
   Play its first minute:  %s/api/v1/recordings/video?camera=demo&start=%s&duration=60&token=%s
+    (a single-use link: it opens once)
   Health check:           %s/healthz
 
-Camera and recording URLs carry a viewer token the demo fleet signed
-(outpost fleet token makes them for a real fleet; this one lasts a day).
+The tokens are signed by the demo fleet (outpost fleet token makes them for
+a real fleet).
   Fleet directory:        %s
   Box data dir:           %s
 
 The LAN certificate is self-signed, made on first start like on a real box:
 your browser will ask you to accept it (curl: -k). Press Ctrl-C to stop.
-`, buildinfo.Version, brokerURL, cam.URL, u, u, tok, u, now.UTC().Format(time.RFC3339), now.Add(24*time.Hour).UTC().Format(time.RFC3339), tok,
-				u, now.UTC().Format(time.RFC3339), tok, u, f.Dir, filepath.Join(*dataDir, "box"))
+`, buildinfo.Version, brokerURL, cam.URL, u, tok, u, u, now.UTC().Format(time.RFC3339), onceTok, u, f.Dir, filepath.Join(*dataDir, "box"))
 		},
 	})
 }

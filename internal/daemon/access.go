@@ -126,17 +126,22 @@ func (d *daemon) site() access.Site {
 }
 
 // requestToken is the viewer token of an HTTP request: Authorization:
-// Bearer, ?token= for players that cannot set headers, or the LAN page's
-// session cookie.
-func (d *daemon) requestToken(r *http.Request) string {
+// Bearer, the LAN page's session cookie, or ?token= (inURL) for players
+// that cannot set headers.
+func (d *daemon) requestToken(r *http.Request) (tok string, inURL bool) {
 	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && tok != "" {
-		return tok
+		return tok, false
 	}
 	if tok := r.URL.Query().Get("token"); tok != "" {
-		return tok
+		return tok, true
 	}
-	return d.sessionToken(r)
+	return d.sessionToken(r), false
 }
+
+// errTokenInURL refuses a reusable token in a URL: URLs end up in browser
+// history, proxy and server logs, and shared links. Only a single-use
+// token, spent by its first request, may travel there.
+var errTokenInURL = errors.New("only a single-use token may be put in a URL (?token=); send a reusable one as Authorization: Bearer, or sign in on the LAN page")
 
 // claimsKey holds the granted token's claims in a request's context.
 type claimsKey struct{}
@@ -167,7 +172,17 @@ func (d *daemon) viewerOn(path access.Path, action string, camera func(*http.Req
 			// playlists and segments follow every second or so.
 			Quiet: path == access.PathHLS && r.PathValue("file") != "index.m3u8",
 		}
-		claims, err := d.authorize(r.Context(), d.requestToken(r), g)
+		tok, inURL := d.requestToken(r)
+		if v := d.verifier(); inURL && v != nil {
+			if c, err := tokens.Parse(tok, v.Key); err == nil && !c.SingleUse {
+				// A misuse, not a guess: refused and audited, not counted
+				// towards the lockout.
+				d.audit(r.Context(), "token:"+c.User, g.What, g.Camera, g.Source, "denied: "+errTokenInURL.Error())
+				httpError(w, http.StatusBadRequest, "%v", errTokenInURL)
+				return
+			}
+		}
+		claims, err := d.authorize(r.Context(), tok, g)
 		if err != nil {
 			code := http.StatusForbidden
 			if errors.Is(err, errUnauthenticated) {

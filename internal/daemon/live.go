@@ -30,6 +30,12 @@ func (d *daemon) authorizeLive(ctx context.Context, req live.AuthRequest) error 
 		g.Source = req.Remote.String() + " rtsp"
 		g.Remote = access.RemoteAddr(req.Remote.String())
 	}
+	if v := d.verifier(); req.InURL && v != nil {
+		if c, err := tokens.Parse(req.Token, v.Key); err == nil && !c.SingleUse {
+			d.audit(ctx, "token:"+c.User, g.What, g.Camera, g.Source, "denied: "+errTokenInURL.Error())
+			return errTokenInURL
+		}
+	}
 	if _, err := d.authorize(ctx, req.Token, g); err != nil {
 		if errors.Is(err, errUnauthenticated) {
 			return errors.Join(live.ErrUnauthorized, err)

@@ -52,6 +52,15 @@ func TestLiveRTSP(t *testing.T) {
 		}
 		return tok
 	}
+	// In a URL only single-use tokens are accepted (one RTSP connection).
+	mintOnce := func(camera string) string {
+		tok, err := tokens.Mint(f.SigningKey(), tokens.Claims{User: "ana", Device: r.ep.DeviceID, Cameras: []string{camera}, SingleUse: true,
+			Actions: []string{tokens.ActionLive}, NotBefore: time.Now().Add(-time.Minute).Unix(), Expires: time.Now().Add(time.Hour).Unix()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
 	tok := mint("door")
 	time.Sleep(1500 * time.Millisecond) // the camera is connected and streaming
 
@@ -62,7 +71,8 @@ func TestLiveRTSP(t *testing.T) {
 	}{
 		{"no token", "rtsp://" + r.ep.RTSP + "/door", base.StatusUnauthorized},
 		{"forged", "rtsp://" + r.ep.RTSP + "/door?token=" + tok[:len(tok)-4] + "AAAA", base.StatusUnauthorized},
-		{"other camera", "rtsp://" + r.ep.RTSP + "/door?token=" + mint("yard"), base.StatusForbidden},
+		{"other camera", "rtsp://" + r.ep.RTSP + "/door?token=" + mintOnce("yard"), base.StatusForbidden},
+		{"reusable token in the URL", "rtsp://" + r.ep.RTSP + "/door?token=" + tok, base.StatusForbidden},
 		{"unknown path", "rtsp://" + r.ep.RTSP + "/nope?token=" + tok, base.StatusNotFound},
 		{"other camera as password", "rtsp://ana:" + mint("yard") + "@" + r.ep.RTSP + "/door", base.StatusForbidden},
 	} {
@@ -96,8 +106,8 @@ func TestLiveRTSP(t *testing.T) {
 	// Two viewers at once: ffmpeg decodes 3 s each.
 	var wg sync.WaitGroup
 	for i, u := range []string{
-		"rtsp://" + r.ep.RTSP + "/door?token=" + tok,
-		"rtsp://" + r.ep.RTSP + "/door?token=" + tok,
+		"rtsp://" + r.ep.RTSP + "/door?token=" + mintOnce("door"),
+		"rtsp://" + r.ep.RTSP + "/door?token=" + mintOnce("door"),
 	} {
 		wg.Add(1)
 		go func() {

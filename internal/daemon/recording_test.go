@@ -102,7 +102,9 @@ func TestRecordsCamera(t *testing.T) {
 		t.Errorf("recordings: %d segments, spans %+v; want ≥ 2 segments in one span", len(list.Segments), list.Spans)
 	}
 	for _, bad := range []string{"camera=../../etc&start=x&end=y", "camera=door&start=yesterday&end=now", "camera=door"} {
-		resp, err := insecureClient().Get("https://" + r.ep.HTTPS + "/api/v1/recordings?" + bad + "&token=" + tok)
+		req, _ := http.NewRequest("GET", "https://"+r.ep.HTTPS+"/api/v1/recordings?"+bad, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := insecureClient().Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -111,9 +113,25 @@ func TestRecordsCamera(t *testing.T) {
 			t.Errorf("%s → %d", bad, resp.StatusCode)
 		}
 	}
-	// Playback across segment boundaries: one fMP4 stream that ffmpeg decodes.
+	// A reusable token is refused in a URL; a single-use one opens one
+	// playback: across segment boundaries, one fMP4 stream that ffmpeg
+	// decodes.
 	vq := url.Values{"camera": {"door"}, "start": {from.UTC().Format(time.RFC3339)}, "duration": {"120"}, "token": {tok}}
 	resp, err := insecureClient().Get("https://" + r.ep.HTTPS + "/api/v1/recordings/video?" + vq.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("a reusable token in the URL: %d, want 400", resp.StatusCode)
+	}
+	once, err := tokens.Mint(f.SigningKey(), tokens.Claims{User: "ana", Device: dev, Cameras: []string{"door"}, Actions: []string{tokens.ActionPlayback},
+		NotBefore: time.Now().Add(-time.Minute).Unix(), Expires: time.Now().Add(time.Hour).Unix(), SingleUse: true, ID: "once-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vq.Set("token", once)
+	resp, err = insecureClient().Get("https://" + r.ep.HTTPS + "/api/v1/recordings/video?" + vq.Encode())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,6 +42,8 @@ type AuthRequest struct {
 	Camera string
 	// Token is the RTSP password (any user name) or the ?token= query.
 	Token string
+	// InURL is true when the token came in the URL's query.
+	InURL bool
 }
 
 // Config configures a Server.
@@ -156,9 +158,10 @@ func (s *Server) authorize(conn *gortsplib.ServerConn, req *base.Request, path, 
 			return nil, st
 		}
 	}
-	tok := ""
+	tok, inURL := "", false
 	if q, err := url.ParseQuery(query); err == nil {
 		tok = q.Get("token")
+		inURL = tok != ""
 	}
 	if tok == "" && len(req.Header["Authorization"]) > 0 {
 		var h headers.Authorization
@@ -176,7 +179,7 @@ func (s *Server) authorize(conn *gortsplib.ServerConn, req *base.Request, path, 
 	}
 	err := ErrUnauthorized
 	if s.cfg.Authorize != nil {
-		err = s.cfg.Authorize(context.Background(), AuthRequest{Remote: conn.NetConn().RemoteAddr(), Camera: cam, Token: tok})
+		err = s.cfg.Authorize(context.Background(), AuthRequest{Remote: conn.NetConn().RemoteAddr(), Camera: cam, Token: tok, InURL: inURL})
 	}
 	if err != nil {
 		s.log.Info("live: viewer refused", "camera", cam, "remote", conn.NetConn().RemoteAddr().String(), "err", err)
