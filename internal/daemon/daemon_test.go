@@ -54,7 +54,9 @@ func start(t *testing.T, o Options) *running {
 		default:
 		}
 	}
-	o.Log = slog.New(slog.DiscardHandler)
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
 	o.Root = fstest.MapFS{"proc/sys/kernel/random/boot_id": {Data: []byte("b00t-1d\n")}}
 	o.Sensors = &hardwaretest.Sensors{
 		DiskFunc: func(string) (hardware.DiskUsage, error) {

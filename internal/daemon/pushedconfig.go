@@ -46,7 +46,13 @@ func (d *daemon) appliedConfigVersion() (uint64, error) {
 // savePushedConfig writes the file first, then the version: after a power
 // cut in between, the box runs the new config and accepts the same version
 // once more, which is harmless.
+//
+// Camera logins in it go to the store, not into the file.
 func (d *daemon) savePushedConfig(version uint64, doc []byte) error {
+	doc, err := d.scrubPushedConfig(doc)
+	if err != nil {
+		return err
+	}
 	if err := atomicfile.WriteFile(filepath.Join(d.o.DataDir, PushedConfigFile), doc, 0o600); err != nil {
 		return err
 	}

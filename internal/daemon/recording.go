@@ -85,6 +85,10 @@ func (d *daemon) setupRecording() (*recording, error) {
 		log.Error("live restream off", "err", err)
 		r.live = nil
 	}
+	logins, err := d.takeCameraLogins() // d.cfg keeps the cameras without them
+	if err != nil {
+		return nil, err
+	}
 	for _, cc := range d.cfg.Recorder.Cameras {
 		w, err := segment.New(segment.Config{
 			Dir:             r.root,
@@ -111,7 +115,7 @@ func (d *daemon) setupRecording() (*recording, error) {
 			sink = append(sink, r.live.Stream(cc.ID))
 		}
 		in, err := ingest.New(ingest.Config{
-			ID: cc.ID, URL: cc.URL, Username: cc.Username, Password: cc.Password, Transport: cc.Transport,
+			ID: cc.ID, URL: cc.URL, Username: logins[cc.ID].Username, Password: logins[cc.ID].Password, Transport: cc.Transport,
 			Sink: sink, Log: log,
 		})
 		if err != nil {

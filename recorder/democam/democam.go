@@ -22,6 +22,9 @@ type Camera struct {
 type Options struct {
 	Width, Height, FPS, GOP int
 	Log                     *slog.Logger
+	// User and Pass, when User is set, are required of readers, as a
+	// camera with a login does; URL carries no credentials.
+	User, Pass string
 }
 
 // Start starts the server and the publisher.
@@ -41,7 +44,7 @@ func Start(o Options) (*Camera, error) {
 	for range o.GOP {
 		st.Frames = append(st.Frames, src.Next().AU)
 	}
-	srv, err := rtsptest.StartServer(rtsptest.ServerConfig{Log: o.Log})
+	srv, err := rtsptest.StartServer(rtsptest.ServerConfig{Log: o.Log, User: o.User, Pass: o.Pass})
 	if err != nil {
 		return nil, fmt.Errorf("democam: %w", err)
 	}
@@ -59,3 +62,8 @@ func (c *Camera) Close() {
 	c.pub.Close()
 	c.srv.Close()
 }
+
+// Authenticated and Denied count reader requests that passed, or failed,
+// the login check (Options.User).
+func (c *Camera) Authenticated() uint64 { return c.srv.Authenticated() }
+func (c *Camera) Denied() uint64        { return c.srv.Denied() }

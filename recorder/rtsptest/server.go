@@ -21,6 +21,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
 	"github.com/pion/rtp"
 )
 
@@ -36,6 +37,10 @@ type ServerConfig struct {
 	WriteQueueSize int
 	// ReadTimeout is how long a publisher may stay silent (default 10 s).
 	ReadTimeout time.Duration
+	// User and Pass, when User is set, are the credentials readers must
+	// give (basic or digest) at DESCRIBE and SETUP, as a camera asks for
+	// them; publishers are not asked.
+	User, Pass string
 }
 
 // Server is a loopback RTSP relay: one path, one stream. A publisher
@@ -49,6 +54,10 @@ type Server struct {
 	mu     sync.Mutex
 	paths  map[string]*serverPath
 	wrErrs atomic.Uint64
+	user   string
+	pass   string
+	authed atomic.Uint64 // requests that passed the credential check
+	denied atomic.Uint64 // requests refused for wrong or missing credentials
 }
 
 type serverPath struct {
@@ -58,7 +67,7 @@ type serverPath struct {
 
 // StartServer starts a Server on 127.0.0.1 with a kernel-chosen port.
 func StartServer(cfg ServerConfig) (*Server, error) {
-	s := &Server{log: orDiscard(cfg.Log), paths: map[string]*serverPath{}}
+	s := &Server{log: orDiscard(cfg.Log), paths: map[string]*serverPath{}, user: cfg.User, pass: cfg.Pass}
 	if cfg.WriteQueueSize == 0 {
 		cfg.WriteQueueSize = 4096
 	}
@@ -149,8 +158,30 @@ func (s *Server) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
 	}
 }
 
+// Authenticated and Denied count reader requests that passed, or failed,
+// the credential check (ServerConfig.User). A client first asks without
+// credentials and is told how to authenticate: that counts as denied.
+func (s *Server) Authenticated() uint64 { return s.authed.Load() }
+func (s *Server) Denied() uint64        { return s.denied.Load() }
+
+// authorize checks a reader's credentials when the server wants them.
+func (s *Server) authorize(conn *gortsplib.ServerConn, req *base.Request) (*base.Response, error) {
+	if s.user == "" {
+		return nil, nil
+	}
+	if !conn.VerifyCredentials(req, s.user, s.pass) {
+		s.denied.Add(1)
+		return &base.Response{StatusCode: base.StatusUnauthorized}, liberrors.ErrServerAuth{}
+	}
+	s.authed.Add(1)
+	return nil, nil
+}
+
 // OnDescribe implements gortsplib.ServerHandlerOnDescribe.
 func (s *Server) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	if res, err := s.authorize(ctx.Conn, ctx.Request); res != nil {
+		return res, nil, err
+	}
 	return s.lookup(ctx.Path)
 }
 
@@ -185,6 +216,9 @@ func (s *Server) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.Re
 func (s *Server) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
 	if ctx.Session.State() == gortsplib.ServerSessionStatePreRecord {
 		return &base.Response{StatusCode: base.StatusOK}, nil, nil
+	}
+	if res, err := s.authorize(ctx.Conn, ctx.Request); res != nil {
+		return res, nil, err
 	}
 	return s.lookup(ctx.Path)
 }
