@@ -79,7 +79,7 @@ func TestCameraLoginsStayInTheStore(t *testing.T) {
 			}
 		}
 	}
-	online := func(r *running, ids ...string) []CameraStatus {
+	online := func(r *running, ids ...string) []CameraHealth {
 		t.Helper()
 		deadline := time.Now().Add(15 * time.Second)
 		for {
