@@ -73,6 +73,8 @@ type Options struct {
 	// HTTPS client in tests (nil: the device's).
 	OTATarget install.Target
 	OTAClient *http.Client
+	// ExportClient uploads exports in tests (nil: one with cloud.proxy).
+	ExportClient *http.Client
 }
 
 // Endpoints are the addresses the daemon listens on.

@@ -34,6 +34,7 @@ type recording struct {
 	live    *live.Server // RTSP restream; nil when off
 	holds   export.Holds // ranges under export: retention passes them over
 	hls     *hls.Server  // HLS for the LAN page
+	exp     *export.Exporter
 }
 
 type camera struct {
@@ -80,6 +81,7 @@ func (d *daemon) setupRecording() (*recording, error) {
 		}
 	}
 	r.hls = hls.New(hls.Config{Log: log.With("component", "hls")})
+	r.exp = d.newExporter(r, log)
 	if r.live, err = d.startLive(); err != nil {
 		// Recording matters more than live viewing: carry on without it.
 		log.Error("live restream off", "err", err)
@@ -145,6 +147,8 @@ func (r *recording) run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); r.cleaner.Run(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); r.exp.Run(ctx) }()
 	for _, c := range r.cams {
 		wg.Add(1)
 		go func() {

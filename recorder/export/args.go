@@ -160,3 +160,62 @@ func validID(s string) bool {
 	}
 	return true
 }
+
+// SnapshotRequest is one "snapshot" command: the camera's latest key
+// frame, as a short fMP4 of one GOP, uploaded to URL.
+type SnapshotRequest struct {
+	ID     string // ^[A-Za-z0-9_-]{1,64}$
+	Camera string
+	URL    string // https only, no userinfo
+}
+
+// ParseSnapshotArgs parses the "snapshot" command's args as strictly as
+// ParseArgs: a msgpack map of exactly id, camera and url (str), each once.
+func ParseSnapshotArgs(b []byte) (SnapshotRequest, error) {
+	var r SnapshotRequest
+	if len(b) > MaxArgBytes {
+		return r, fmt.Errorf("%w: %d bytes, at most %d", ErrArgs, len(b), MaxArgBytes)
+	}
+	dec := msgpack.NewDecoder(bytes.NewReader(b))
+	n, err := dec.DecodeMapLen()
+	if err != nil || n < 0 {
+		return r, fmt.Errorf("%w: not a map", ErrArgs)
+	}
+	if n != 3 {
+		return r, fmt.Errorf("%w: %d keys, want id, camera and url", ErrArgs, n)
+	}
+	seen := map[string]bool{}
+	for range n {
+		k, err := decodeStr(dec, 16)
+		if err != nil {
+			return r, fmt.Errorf("%w: key: %v", ErrArgs, err)
+		}
+		if seen[k] {
+			return r, fmt.Errorf("%w: key %q twice", ErrArgs, k)
+		}
+		seen[k] = true
+		switch k {
+		case "id":
+			r.ID, err = decodeStr(dec, 64)
+		case "camera":
+			r.Camera, err = decodeStr(dec, 64)
+		case "url":
+			r.URL, err = decodeStr(dec, maxURLLen)
+		default:
+			return r, fmt.Errorf("%w: unknown key %q", ErrArgs, k)
+		}
+		if err != nil {
+			return r, fmt.Errorf("%w: %s: %v", ErrArgs, k, err)
+		}
+	}
+	if _, err := dec.PeekCode(); err == nil {
+		return r, fmt.Errorf("%w: trailing bytes", ErrArgs)
+	}
+	if !validID(r.ID) {
+		return r, fmt.Errorf("%w: id %q", ErrArgs, r.ID)
+	}
+	if !segment.ValidCamera(r.Camera) {
+		return r, fmt.Errorf("%w: camera %q", ErrArgs, r.Camera)
+	}
+	return r, CheckURL(r.URL)
+}

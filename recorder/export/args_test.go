@@ -85,3 +85,53 @@ func FuzzParseArgs(f *testing.F) {
 		}
 	})
 }
+
+func goodSnap() map[string]any {
+	return map[string]any{"id": "snap-1", "camera": "door", "url": "https://up.example/s.mp4?sig=x"}
+}
+
+func TestParseSnapshotArgs(t *testing.T) {
+	r, err := ParseSnapshotArgs(enc(t, goodSnap()))
+	if want := (SnapshotRequest{ID: "snap-1", Camera: "door", URL: "https://up.example/s.mp4?sig=x"}); err != nil || r != want {
+		t.Fatalf("got %+v, %v", r, err)
+	}
+	snapWith := func(k string, v any) map[string]any {
+		m := goodSnap()
+		if v == nil {
+			delete(m, k)
+		} else {
+			m[k] = v
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want error
+	}{
+		{"not a map", enc(t, "x"), ErrArgs},
+		{"http", enc(t, snapWith("url", "http://up.example/s")), ErrURL},
+		{"missing camera", enc(t, snapWith("camera", nil)), ErrArgs},
+		{"unknown key", enc(t, snapWith("start", "2026-11-22T10:30:00Z")), ErrArgs},
+		{"bad camera", enc(t, snapWith("camera", "Door/..")), ErrArgs},
+		{"id as int", enc(t, snapWith("id", 7)), ErrArgs},
+		{"trailing", append(enc(t, goodSnap()), 0xc0), ErrArgs},
+		{"duplicate key", []byte{0x83, 0xa2, 'i', 'd', 0xa1, 'a', 0xa2, 'i', 'd', 0xa1, 'b', 0xa3, 'u', 'r', 'l', 0xa1, 'c'}, ErrArgs},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := ParseSnapshotArgs(tc.in); !errors.Is(err, tc.want) {
+				t.Errorf("err %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func FuzzParseSnapshotArgs(f *testing.F) {
+	f.Add(enc(f, goodSnap()))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := ParseSnapshotArgs(b)
+		if err == nil && (CheckURL(r.URL) != nil || !segment.ValidCamera(r.Camera) || !validID(r.ID)) {
+			t.Fatalf("accepted %+v", r)
+		}
+	})
+}
