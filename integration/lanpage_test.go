@@ -166,7 +166,9 @@ func TestLANPageInChromium(t *testing.T) {
 		return res.StatusCode
 	}
 	var st struct {
-		Cloud   struct{ DeviceID string `json:"device_id"` }
+		Cloud struct {
+			DeviceID string `json:"device_id"`
+		}
 		Cameras []struct{ ID, State string }
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
@@ -188,7 +190,9 @@ func TestLANPageInChromium(t *testing.T) {
 	}
 	ana, bob := mint("ana", "door"), mint("bob", "yard")
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
-		var recs struct{ Spans []struct{ Start, End time.Time } }
+		var recs struct {
+			Spans []struct{ Start, End time.Time }
+		}
 		q := fmt.Sprintf("/api/v1/recordings?camera=door&start=%s&end=%s", now.Add(-time.Hour).UTC().Format(time.RFC3339), now.Add(time.Hour).UTC().Format(time.RFC3339))
 		if getJSON(base+q, ana, &recs) == 200 && len(recs.Spans) > 0 && recs.Spans[0].End.Sub(recs.Spans[0].Start) >= 7*time.Second {
 			break
@@ -233,6 +237,19 @@ func TestLANPageInChromium(t *testing.T) {
 	t.Logf("live: currentTime %.2f → %.2f over 2 s", t1, t2)
 	waitJS(t, ctx, "a thumbnail", `!!document.querySelector('#cameras td.thumb video') && document.querySelector('#cameras td.thumb video').readyState >= 2`, 30*time.Second)
 	screenshot(t, ctx, art, "2-live.png")
+
+	// The Media Source fallback (browsers without native HLS) plays too.
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/?player=mse"), chromedp.WaitVisible(chromedp.CSS("#viewer"))); err != nil {
+		t.Fatalf("reload with the MSE player: %v", err)
+	}
+	waitJS(t, ctx, "live video through MSE", `document.querySelector('#live').src.startsWith('blob:') && document.querySelector('#live').currentTime > 0`, 60*time.Second)
+	m1, _ := chromedp.Run(ctx, chromedp.Evaluate[float64](`document.querySelector('#live').currentTime`))
+	time.Sleep(2 * time.Second)
+	m2, _ := chromedp.Run(ctx, chromedp.Evaluate[float64](`document.querySelector('#live').currentTime`))
+	if m2-m1 < 1 {
+		t.Errorf("MSE live video currentTime went from %.2f to %.2f in 2 s", m1, m2)
+	}
+	t.Logf("live (MSE): currentTime %.2f → %.2f over 2 s", m1, m2)
 
 	// A recording plays from the timeline.
 	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS("#timeline .span")),

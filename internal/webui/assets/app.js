@@ -237,7 +237,8 @@ function startLive() {
   }
   const url = `/api/v1/live/${encodeURIComponent(c.id)}/index.m3u8`;
   $("#live-state").textContent = "— connecting…";
-  if (v.canPlayType("application/vnd.apple.mpegurl")) {
+  const forceMSE = new URLSearchParams(location.search).get("player") === "mse";
+  if (v.canPlayType("application/vnd.apple.mpegurl") && !forceMSE) {
     v.src = url;
     v.play().catch(() => {});
   } else if (window.MediaSource) {
@@ -305,7 +306,10 @@ class MSEPlayer {
       try {
         const master = await this.text(base);
         const mline = master.split("\n").find((l) => l && !l.startsWith("#"));
-        const codecs = (master.match(/CODECS="([^"]+)"/) || [])[1] || "avc1.42E01E";
+        // Audio is a rendition of its own (#EXT-X-MEDIA): this player
+        // follows the video playlist only, so it takes the video codec.
+        const all = ((master.match(/CODECS="([^"]+)"/) || [])[1] || "avc1.42E01E").split(",");
+        const codecs = all.filter((c) => /^(avc1|avc3|hvc1|hev1)/.test(c.trim())).join(",") || all.join(",");
         const media = new URL(mline, base);
         if (!this.sb) {
           this.sb = this.ms.addSourceBuffer(`video/mp4; codecs="${codecs}"`);
@@ -326,6 +330,12 @@ class MSEPlayer {
             if (this.seen.has(s)) continue;
             this.seen.add(s);
             await this.append(await this.bytes(new URL(s, media)));
+            // A live stream's timestamps do not start at 0: jump to what
+            // is buffered, and back to the live edge after a stall.
+            const b = this.video.buffered;
+            if (b.length && (this.video.currentTime < b.start(0) || b.end(b.length - 1) - this.video.currentTime > 10)) {
+              this.video.currentTime = Math.max(b.start(0), b.end(b.length - 1) - 3);
+            }
             if (this.video.paused) this.video.play().catch(() => {});
           }
           await new Promise((r) => setTimeout(r, 1000));
