@@ -372,3 +372,38 @@ func TestExportCommands(t *testing.T) {
 	}
 	t.Logf("restart: %d of %d bytes before; phases %v", len(half), len(got), ev.phases("exp-r"))
 }
+
+// TestExportModes: the cloud's export, clip and snapshot commands against
+// every on-premise mode. Cloud paths are off-site, so only global modes
+// (and for a snapshot, live global) let video out.
+func TestExportModes(t *testing.T) {
+	cfg := testConfig()
+	cfg.LAN.SiteSubnets = []string{"192.168.1.0/24"}
+	modes := []config.Camera{
+		{ID: "open"},
+		{ID: "rec-global", Live: "on-prem", Recorded: "global"},
+		{ID: "rec-onprem", Recorded: "on-prem"},
+		{ID: "rec-only", Recorded: "recording-only"},
+		{ID: "live-users", Live: "users", LiveUsers: []string{"ana"}},
+	}
+	cfg.Recorder.Cameras = modes
+	d := &daemon{cfg: *cfg, rec: &recording{}}
+	for _, c := range modes {
+		d.rec.cams = append(d.rec.cams, &camera{id: c.ID})
+	}
+	want := map[string][3]bool{ // export, clip, snapshot allowed
+		"open":       {true, true, true},
+		"rec-global": {true, true, false},
+		"rec-onprem": {false, false, true},
+		"rec-only":   {false, false, true},
+		"live-users": {true, true, false},
+		"unknown":    {false, false, false},
+	}
+	for cam, w := range want {
+		for i, cmd := range []string{"export", "clip", "snapshot"} {
+			if err := d.allowExport(cmd, cam); (err == nil) != w[i] {
+				t.Errorf("%s of %s: %v, want allowed %v", cmd, cam, err, w[i])
+			}
+		}
+	}
+}

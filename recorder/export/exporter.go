@@ -34,6 +34,9 @@ type Job struct {
 	SHA256 []byte `json:"sha256,omitempty"`
 }
 
+// KindSnapshot is the Job.Kind of a snapshot: it has a lane of its own.
+const KindSnapshot = "snapshot"
+
 // Phases of an export's progress.
 const (
 	PhaseQueued    = "queued"
@@ -68,7 +71,8 @@ var (
 const MaxJobs = 16
 
 // Exporter runs exports: a Submit stores the job and holds its segments
-// from retention; one job at a time is measured and uploaded; at its end,
+// from retention; one job at a time is measured and uploaded (and one
+// snapshot beside it); at its end,
 // done or failed, the job is deleted and its hold released. Jobs in the
 // store are held again by Load and go on after Run starts, so a restart
 // resumes them. Set the fields, then Load, then Run.
@@ -89,7 +93,8 @@ type Exporter struct {
 	mu      sync.Mutex
 	ctx     context.Context // set by Run
 	started map[string]bool
-	turn    chan struct{} // one upload at a time
+	turn    chan struct{} // one clip upload at a time
+	snap    chan struct{} // and one snapshot, so it does not wait an hour behind a clip
 	wg      sync.WaitGroup
 }
 
@@ -203,6 +208,7 @@ func (e *Exporter) spawn(j Job) {
 	if e.started == nil {
 		e.started = map[string]bool{}
 		e.turn = make(chan struct{}, 1)
+		e.snap = make(chan struct{}, 1)
 	}
 	e.started[j.ID] = true
 	ctx := e.ctx
@@ -214,12 +220,16 @@ func (e *Exporter) spawn(j Job) {
 }
 
 func (e *Exporter) run(ctx context.Context, j Job) {
+	turn := e.turn
+	if j.Kind == KindSnapshot {
+		turn = e.snap
+	}
 	select {
-	case e.turn <- struct{}{}:
+	case turn <- struct{}{}:
 	case <-ctx.Done():
 		return
 	}
-	defer func() { <-e.turn }()
+	defer func() { <-turn }()
 	err := e.upload(ctx, &j)
 	if ctx.Err() != nil {
 		return // stays stored: resumed at the next start
@@ -278,7 +288,7 @@ func (e *Exporter) upload(ctx context.Context, j *Job) error {
 	}
 	last := -1
 	return up.Upload(ctx, Clip{
-		URL: j.URL, Size: j.Size, SHA256: [32]byte(j.SHA256), Source: src,
+		URL: j.URL, Size: j.Size, SHA256: [32]byte(j.SHA256), Source: src, Began: j.Created,
 		Progress: func(have int64) {
 			pct := int(have * 100 / j.Size / 10 * 10)
 			if pct > last && pct < 100 {

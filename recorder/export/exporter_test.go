@@ -3,6 +3,8 @@ package export
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -68,7 +70,11 @@ type fixture struct {
 	recs []index.Recording
 }
 
-func newFixture(t *testing.T, secs int) *fixture {
+func newFixture(t testing.TB, secs int) *fixture {
+	return newFixtureSize(t, secs, 320, 240, 50)
+}
+
+func newFixtureSize(t testing.TB, secs, width, height, gop int) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := store.Open(filepath.Join(dir, "state"), slog.New(slog.DiscardHandler))
@@ -89,7 +95,7 @@ func newFixture(t *testing.T, secs int) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := synth.New(synth.Options{Width: 320, Height: 240, FPS: 25, GOP: 50, Start: rt0})
+	v, err := synth.New(synth.Options{Width: width, Height: height, FPS: 25, GOP: gop, Start: rt0})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,16 +194,30 @@ func (s *resumable) file() ([]byte, bool) {
 	return bytes.Clone(s.got), s.complete
 }
 
-// fakeClock returns at once and remembers the waits.
+// fakeClock returns at once and remembers the waits; its time is rt0 plus
+// the waits so far.
 type fakeClock struct {
 	mu    sync.Mutex
 	waits []time.Duration
+	now   time.Time
 }
 
-func (c *fakeClock) Now() time.Time { return rt0 }
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.now.IsZero() {
+		return rt0
+	}
+	return c.now
+}
+
 func (c *fakeClock) After(d time.Duration) <-chan time.Time {
 	c.mu.Lock()
 	c.waits = append(c.waits, d)
+	if c.now.IsZero() {
+		c.now = rt0
+	}
+	c.now = c.now.Add(d)
 	c.mu.Unlock()
 	ch := make(chan time.Time, 1)
 	ch <- rt0
@@ -225,7 +245,7 @@ func (e *events) phases() []string {
 	return out
 }
 
-func (e *events) wait(t *testing.T, phase string) Event {
+func (e *events) wait(t testing.TB, phase string) Event {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		e.mu.Lock()
@@ -241,7 +261,7 @@ func (e *events) wait(t *testing.T, phase string) Event {
 	return Event{}
 }
 
-func (f *fixture) exporter(t *testing.T, srv *httptest.Server, clock Clock, ev *events, logw io.Writer) *Exporter {
+func (f *fixture) exporter(t testing.TB, srv *httptest.Server, clock Clock, ev *events, logw io.Writer) *Exporter {
 	return &Exporter{
 		Store: f.st, Index: f.ix, Root: f.root, Holds: &Holds{},
 		Up:       &Uploader{Client: srv.Client(), ChunkSize: 64 << 10, Clock: clock, Log: slog.New(slog.NewTextHandler(logw, nil))},
@@ -495,6 +515,40 @@ func TestUploadFailures(t *testing.T) {
 	}
 }
 
+// TestBackoff: a server that keeps failing is retried with waits whose
+// bound doubles up to MaxBackoff, jittered, until GiveUp has passed since
+// the upload began.
+func TestBackoff(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "busy", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	clock := &fakeClock{}
+	up := &Uploader{Client: srv.Client(), Clock: clock, Backoff: time.Second, MaxBackoff: time.Minute, GiveUp: time.Hour}
+	src := func(_ context.Context, w io.Writer) error { _, err := w.Write([]byte("x")); return err }
+	n, sum, _ := Measure(context.Background(), src)
+	err := up.Upload(context.Background(), Clip{URL: srv.URL + "/u", Size: n, SHA256: sum, Source: src, Began: rt0})
+	if err == nil || !strings.Contains(err.Error(), "gave up") || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("Upload: %v", err)
+	}
+	var total time.Duration
+	distinct := map[time.Duration]bool{}
+	for i, w := range clock.waits {
+		bound := time.Minute
+		if i < 6 {
+			bound = time.Second << i
+		}
+		if w <= 0 || w > bound {
+			t.Errorf("wait %d: %v, bound %v", i, w, bound)
+		}
+		total += w
+		distinct[w] = true
+	}
+	if total < time.Hour || total > time.Hour+time.Minute || len(distinct) < len(clock.waits)/2 {
+		t.Errorf("%d waits, %v in all, %d distinct", len(clock.waits), total, len(distinct))
+	}
+}
+
 func TestParseRange(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
@@ -526,5 +580,41 @@ func FuzzParseRange(f *testing.F) {
 func TestRedact(t *testing.T) {
 	if got := Redact("https://u:p@up.example:8443/b/o.mp4?X-Goog-Signature=abc#f"); got != "https://up.example:8443/b/o.mp4" {
 		t.Errorf("Redact: %q", got)
+	}
+}
+
+// TestSnapshotBesideExport: a snapshot does not wait behind an export that
+// is stuck uploading.
+func TestSnapshotBesideExport(t *testing.T) {
+	f := newFixture(t, 8)
+	slow := &resumable{block: make(chan struct{})}
+	srvSlow := httptest.NewTLSServer(slow)
+	defer srvSlow.Close()
+	defer close(slow.block)
+	fast := &resumable{}
+	srvFast := httptest.NewTLSServer(fast)
+	defer srvFast.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(srvSlow.Certificate())
+	pool.AddCert(srvFast.Certificate())
+	ev := &events{}
+	e := f.exporter(t, srvFast, &fakeClock{}, ev, io.Discard)
+	e.Up.Client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); e.Wait() }()
+	go e.Run(ctx)
+	waitRunning(e)
+	if _, err := e.Submit("export", request(srvSlow, "exp-slow", 0, 8*time.Second), rt0); err != nil {
+		t.Fatal(err)
+	}
+	ev.wait(t, PhaseUploading)
+	if _, err := e.Submit(KindSnapshot, request(srvFast, "snap", 6*time.Second, time.Millisecond), rt0); err != nil {
+		t.Fatal(err)
+	}
+	if done := ev.wait(t, PhaseDone); done.Job.ID != "snap" {
+		t.Errorf("done first: %s", done.Job.ID)
+	}
+	if _, complete := fast.file(); !complete {
+		t.Error("snapshot not at the server")
 	}
 }

@@ -67,7 +67,7 @@ type Uploader struct {
 	// in [0, bound).
 	Backoff, MaxBackoff time.Duration
 	// GiveUp ends the retries once this long has passed since the upload
-	// started without it finishing; 0 = never (until ctx ends).
+	// began (Clip.Began) without it finishing; 0 = never (until ctx ends).
 	GiveUp time.Duration
 	Clock  Clock // nil = SystemClock
 	// Log gets each failed attempt (warn) with the URL's scheme, host and
@@ -87,6 +87,9 @@ type Clip struct {
 	// Progress, if set, is called with the bytes the server holds, after
 	// each answer that says so.
 	Progress func(have int64)
+	// Began is when the upload was first asked for (GiveUp counts from
+	// it, across restarts); zero = when Upload is called.
+	Began time.Time
 }
 
 // Measure runs src once and returns its length and SHA-256, the figures an
@@ -139,7 +142,10 @@ func (u *Uploader) Upload(ctx context.Context, c Clip) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("url", Redact(c.URL))
-	began := clock.Now()
+	began := c.Began
+	if began.IsZero() {
+		began = clock.Now()
+	}
 	var fails int
 	for {
 		progressed, err := u.attempt(ctx, c)
