@@ -231,7 +231,15 @@ func TestExportCommands(t *testing.T) {
 		}
 	}
 	from := time.Now().Add(-time.Second).UTC().Truncate(time.Second)
-	time.Sleep(3500 * time.Millisecond) // a few closed segments
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) { // closed segments past from+2s
+		recs, _ := r.d.rec.ix.List("door", from, from.Add(2*time.Second))
+		if len(recs) > 0 && recs[len(recs)-1].End().After(from.Add(2*time.Second)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recording of door from %v: %v", from, recs)
+		}
+	}
 	cmd := func(name string, args map[string]any) wire.CommandResult {
 		t.Helper()
 		res, err := op.Command(context.Background(), dev, name, args, 10*time.Second)
