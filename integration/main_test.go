@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/outpost-gw/outpost/internal/testutil/tools"
 )
 
 var (
@@ -41,17 +43,7 @@ func TestMain(m *testing.M) {
 func inCI() bool { return os.Getenv("CI") != "" }
 
 // requireTools fails (in CI) or skips (elsewhere) when a tool is missing.
-func requireTools(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if inCI() {
-				t.Fatalf("%s is required in CI (.ci/run installs it): %v", tool, err)
-			}
-			t.Skipf("%s not installed: %v", tool, err)
-		}
-	}
-}
+func requireTools(t *testing.T, names ...string) { t.Helper(); tools.Need(t, names...) }
 
 // outpost builds the host CLI once, as a real binary.
 func outpost(t *testing.T) string {

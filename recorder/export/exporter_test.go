@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/outpost-gw/outpost/internal/store"
+	"github.com/outpost-gw/outpost/internal/testutil/tools"
 	"github.com/outpost-gw/outpost/recorder"
 	"github.com/outpost-gw/outpost/recorder/index"
 	"github.com/outpost-gw/outpost/recorder/playback"
@@ -30,19 +31,6 @@ import (
 )
 
 var rt0 = time.Date(2026, 11, 22, 10, 30, 0, 0, time.UTC)
-
-// needTool skips the test when a tool is missing, unless CI is set.
-func needTool(t testing.TB, names ...string) {
-	t.Helper()
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is required in CI: %v", n, err)
-			}
-			t.Skipf("%s not installed", n)
-		}
-	}
-}
 
 // checkMP4 runs ffprobe and a full ffmpeg decode on file; both must pass
 // without a word on stderr.
@@ -331,7 +319,7 @@ func TestExportResumes(t *testing.T) {
 	logMu.Unlock()
 	t.Logf("%d bytes, %d PUTs, phases %v", len(got), rs.puts, ph)
 
-	needTool(t, "ffmpeg", "ffprobe")
+	tools.Need(t, "ffmpeg", "ffprobe")
 	file := filepath.Join(t.TempDir(), "got.mp4")
 	os.WriteFile(file, got, 0o600)
 	checkMP4(t, file)

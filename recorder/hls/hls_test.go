@@ -6,25 +6,15 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/outpost-gw/outpost/internal/testutil/tools"
 	"github.com/outpost-gw/outpost/recorder"
 	"github.com/outpost-gw/outpost/recorder/synth"
 )
-
-func needTool(t testing.TB, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is required in CI: %v", name, err)
-		}
-		t.Skipf("%s not installed", name)
-	}
-}
 
 // feed writes a synthetic camera (H264 with reordered frames, AAC) into
 // st: ahead seconds at once, then in real time until ctx ends.
@@ -121,7 +111,7 @@ func TestPlaylistAndDecode(t *testing.T) {
 		t.Fatalf("unknown segment of a running stream: %d %q", code, body)
 	}
 
-	needTool(t, "ffprobe")
+	tools.Need(t, "ffprobe")
 	out, err := exec.Command("ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0",
 		hs.URL+"/cam/index.m3u8").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "h264") || !strings.Contains(string(out), "aac") {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-gw/outpost/internal/testutil/tools"
 	"github.com/outpost-gw/outpost/recorder"
 	"github.com/outpost-gw/outpost/recorder/index"
 	"github.com/outpost-gw/outpost/recorder/segment"
@@ -21,19 +22,6 @@ import (
 )
 
 var t0 = time.Date(2026, 11, 22, 10, 30, 0, 0, time.UTC)
-
-// needTool skips the test when a tool is missing, unless CI is set.
-func needTool(t testing.TB, names ...string) {
-	t.Helper()
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is required in CI: %v", n, err)
-			}
-			t.Skipf("%s not installed", n)
-		}
-	}
-}
 
 // run runs a command that must succeed without printing to stderr.
 func run(t testing.TB, name string, args ...string) string {
@@ -175,7 +163,7 @@ func probe(t testing.TB, file string) probed {
 // before the start, covers the range (with any gap in it), and its video
 // timestamps step by one frame except across a gap.
 func TestWrite(t *testing.T) {
-	needTool(t, "ffmpeg", "ffprobe")
+	tools.Need(t, "ffmpeg", "ffprobe")
 	for _, tc := range []struct {
 		name       string
 		rec        rec
@@ -256,7 +244,7 @@ func TestWrite(t *testing.T) {
 // came back at another resolution) ends the stream at its boundary; asked
 // from there, the stream has the new init.
 func TestStopAtNewInit(t *testing.T) {
-	needTool(t, "ffmpeg", "ffprobe")
+	tools.Need(t, "ffmpeg", "ffprobe")
 	root := t.TempDir()
 	recs := record(t, root, rec{fps: 25, gop: 25, seg: 2 * time.Second, part: time.Second,
 		sessions: [][2]time.Duration{{0, 4 * time.Second}, {4 * time.Second, 8 * time.Second}}, sizes: [][2]int{{64, 48}, {32, 32}}})

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/outpost-gw/outpost/internal/testutil/tools"
 )
 
 // ErrNoFFmpeg reports that no ffmpeg binary is on $PATH.
@@ -19,12 +21,7 @@ var ErrNoFFmpeg = errors.New("rtsptest: ffmpeg not found")
 // variable CI is set: there (CI installs ffmpeg) it fails instead.
 func NeedFFmpeg(t testing.TB) {
 	t.Helper()
-	if _, err := exec.LookPath("ffmpeg"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("ffmpeg is required in CI: %v", err)
-		}
-		t.Skip("ffmpeg not installed")
-	}
+	tools.Need(t, "ffmpeg")
 }
 
 // FFmpegConfig describes a synthetic camera made of ffmpeg's test sources.

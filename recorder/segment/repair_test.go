@@ -13,6 +13,7 @@ import (
 
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
 
+	"github.com/outpost-gw/outpost/internal/testutil/tools"
 	"github.com/outpost-gw/outpost/recorder"
 	"github.com/outpost-gw/outpost/recorder/synth"
 )
@@ -58,7 +59,7 @@ func videoSamples(t testing.TB, data []byte, moovEnd int64) []int {
 // TestCrash cuts a segment at many byte offsets, as a power cut would, and
 // checks that Repair keeps exactly the complete parts, which decode.
 func TestCrash(t *testing.T) {
-	needTool(t, "ffmpeg", "ffprobe")
+	tools.Need(t, "ffmpeg", "ffprobe")
 	var infos []SegmentInfo
 	w := newWriter(t, Config{SegmentDuration: time.Minute, PartDuration: 500 * time.Millisecond}, &infos)
 	v := mustSynth(t, synth.Options{Width: 96, Height: 64, FPS: 25, GOP: 25})
@@ -229,7 +230,7 @@ func TestDiscontinuity(t *testing.T) {
 // TestParamsChange: a key frame with a new SPS starts a new segment, and
 // parameter sets missing from the Track are taken from the stream.
 func TestParamsChange(t *testing.T) {
-	needTool(t, "ffmpeg", "ffprobe")
+	tools.Need(t, "ffmpeg", "ffprobe")
 	var infos []SegmentInfo
 	w := newWriter(t, Config{SegmentDuration: time.Minute}, &infos)
 	if err := w.Start([]recorder.Track{{Codec: recorder.H264, ClockRate: 90000}}); err != nil {

@@ -14,24 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-gw/outpost/internal/testutil/tools"
 	"github.com/outpost-gw/outpost/recorder"
 	"github.com/outpost-gw/outpost/recorder/synth"
 )
 
 var t0 = time.Date(2026, 11, 22, 10, 30, 0, 123e6, time.UTC)
-
-// needTool skips the test when a tool is missing, unless CI is set.
-func needTool(t testing.TB, names ...string) {
-	t.Helper()
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is required in CI: %v", n, err)
-			}
-			t.Skipf("%s not installed", n)
-		}
-	}
-}
 
 // run runs a command that must succeed without printing to stderr.
 func run(t testing.TB, name string, args ...string) string {
@@ -125,7 +113,7 @@ func mustAudio(t testing.TB, o synth.AudioOptions) *synth.Audio {
 // TestSegments checks cuts on key frames, naming, the OnSegment info, and
 // that every file decodes with exactly the frames written into it.
 func TestSegments(t *testing.T) {
-	needTool(t, "ffmpeg", "ffprobe")
+	tools.Need(t, "ffmpeg", "ffprobe")
 	for _, tc := range []struct {
 		name           string
 		fps, gop       int
@@ -203,7 +191,7 @@ func TestSegments(t *testing.T) {
 
 // TestAudioTracks records video with each audio codec alongside.
 func TestAudioTracks(t *testing.T) {
-	needTool(t, "ffmpeg", "ffprobe")
+	tools.Need(t, "ffmpeg", "ffprobe")
 	for _, tc := range []struct {
 		o         synth.AudioOptions
 		codec     string
@@ -255,7 +243,7 @@ func TestAudioTracks(t *testing.T) {
 // libx265): decode order differs from display order and PTS-DTS varies.
 // The recorded packets must keep the encoder's timestamps.
 func TestFFmpegBFrames(t *testing.T) {
-	needTool(t, "ffmpeg", "ffprobe")
+	tools.Need(t, "ffmpeg", "ffprobe")
 	for _, tc := range []struct {
 		codec    recorder.Codec
 		args     []string

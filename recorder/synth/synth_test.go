@@ -13,21 +13,9 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 
+	"github.com/outpost-gw/outpost/internal/testutil/tools"
 	"github.com/outpost-gw/outpost/recorder"
 )
-
-// needTool skips the test when a tool is missing, unless CI is set.
-func needTool(t *testing.T, names ...string) {
-	t.Helper()
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is required in CI: %v", n, err)
-			}
-			t.Skipf("%s not installed", n)
-		}
-	}
-}
 
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
@@ -41,7 +29,7 @@ func run(t *testing.T, name string, args ...string) string {
 }
 
 func TestH264Decodes(t *testing.T) {
-	needTool(t, "ffmpeg", "ffprobe")
+	tools.Need(t, "ffmpeg", "ffprobe")
 	for _, tc := range []struct {
 		name string
 		o    Options
@@ -116,7 +104,7 @@ func TestAudio(t *testing.T) {
 
 // TestSilentAACDecodes wraps the silent frames in ADTS and decodes them.
 func TestSilentAACDecodes(t *testing.T) {
-	needTool(t, "ffmpeg", "ffprobe")
+	tools.Need(t, "ffmpeg", "ffprobe")
 	for _, ch := range []int{1, 2} {
 		a, err := NewAudio(AudioOptions{Codec: recorder.AAC, Channels: ch})
 		if err != nil {
