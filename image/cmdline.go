@@ -2,11 +2,11 @@ package image
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
-	"strings"
+
+	"github.com/outpost-gw/outpost/ota/bootcmd"
 )
 
 // FixCmdline puts a newline into the image's /cmdline.txt, in place.
@@ -61,7 +61,7 @@ func ReadCmdline(img string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	off, n, err := fatExtents(f, boot.Offset(), "/cmdline.txt")
+	off, n, err := bootcmd.Extents(f, boot.Offset(), "/cmdline.txt")
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +74,7 @@ func fixCmdlineFAT(f interface {
 	io.ReaderAt
 	io.WriterAt
 }, part int64) error {
-	off, n, err := fatExtents(f, part, "/cmdline.txt")
+	off, n, err := bootcmd.Extents(f, part, "/cmdline.txt")
 	if err != nil {
 		return err
 	}
@@ -96,83 +96,4 @@ func fixCmdlineFAT(f interface {
 		return fmt.Errorf("writing cmdline.txt: %w", err)
 	}
 	return nil
-}
-
-// fatExtents finds a file in a FAT12/16 file system at byte offset part of
-// r and returns where its (unfragmented) data starts and its length. It
-// reads what gokrazy's own FAT writer makes, the way gokrazy's on-device
-// reader does: 8.3 names, root directory after the FATs, files stored in
-// consecutive clusters. Names compare case-insensitively: gokrazy writes
-// its short names in lower case.
-func fatExtents(r io.ReaderAt, part int64, path string) (offset, length int64, err error) {
-	bpb := make([]byte, 512)
-	if _, err := r.ReadAt(bpb, part); err != nil {
-		return 0, 0, fmt.Errorf("reading FAT boot sector: %w", err)
-	}
-	sectorSize := int64(binary.LittleEndian.Uint16(bpb[11:]))
-	perCluster := int64(bpb[13])
-	reserved := int64(binary.LittleEndian.Uint16(bpb[14:]))
-	fats := int64(bpb[16])
-	rootEntries := int64(binary.LittleEndian.Uint16(bpb[17:]))
-	fatSectors := int64(binary.LittleEndian.Uint16(bpb[22:]))
-	if sectorSize < 512 || sectorSize > 4096 || perCluster == 0 || fats == 0 || fats > 2 || fatSectors == 0 || rootEntries == 0 {
-		return 0, 0, fmt.Errorf("not a FAT16 file system (sector %d, %d per cluster, %d FATs of %d sectors, %d root entries)",
-			sectorSize, perCluster, fats, fatSectors, rootEntries)
-	}
-	dir := part + (reserved+fats*fatSectors)*sectorSize
-	data := dir + (rootEntries*32+sectorSize-1)/sectorSize*sectorSize
-	entries := rootEntries
-	comps := strings.Split(strings.TrimPrefix(path, "/"), "/")
-	for i, comp := range comps {
-		name := shortName(comp)
-		found := false
-		buf := make([]byte, 32)
-		for j := int64(0); j < entries; j++ {
-			if _, err := r.ReadAt(buf, dir+j*32); err != nil {
-				return 0, 0, err
-			}
-			if buf[0] == 0 {
-				break
-			}
-			if buf[0] == 0xe5 || buf[11] == 0x0f || !strings.EqualFold(string(buf[:11]), name) {
-				continue
-			}
-			cluster := int64(binary.LittleEndian.Uint16(buf[26:]))
-			if cluster < 2 {
-				return 0, 0, fmt.Errorf("%s: bad first cluster %d", path, cluster)
-			}
-			at := data + (cluster-2)*perCluster*sectorSize
-			isDir := buf[11]&0x10 != 0
-			if i == len(comps)-1 {
-				if isDir {
-					return 0, 0, fmt.Errorf("%s is a directory", path)
-				}
-				return at, int64(binary.LittleEndian.Uint32(buf[28:])), nil
-			}
-			if !isDir {
-				return 0, 0, fmt.Errorf("%s: %s is not a directory", path, comp)
-			}
-			dir, entries, found = at, perCluster*sectorSize/32, true
-			break
-		}
-		if !found {
-			break
-		}
-	}
-	return 0, 0, fmt.Errorf("%s not found in the FAT file system", path)
-}
-
-// shortName is comp as an 11-byte 8.3 directory entry name.
-func shortName(comp string) string {
-	base, ext := comp, ""
-	if i := strings.LastIndexByte(comp, '.'); i > 0 {
-		base, ext = comp[:i], comp[i+1:]
-	}
-	if len(base) > 8 {
-		base = base[:8]
-	}
-	if len(ext) > 3 {
-		ext = ext[:3]
-	}
-	return strings.ToUpper(fmt.Sprintf("%-8s%-3s", base, ext))
 }

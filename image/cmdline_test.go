@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/outpost-gw/outpost/ota/bootcmd"
 )
 
 // TestFixCmdline makes a FAT16 file system with mtools, as gok lays out a
@@ -66,17 +68,7 @@ func TestFixCmdline(t *testing.T) {
 	if !strings.Contains(tb, "gokrazy.try_boot_inactive=1\n") {
 		t.Errorf("after testboot's edit: %q", tb)
 	}
-	if _, _, err := fatExtents(f, 0, "/nothere.txt"); err == nil {
+	if _, _, err := bootcmd.Extents(f, 0, "/nothere.txt"); err == nil {
 		t.Error("found a missing file")
-	}
-}
-
-func TestShortName(t *testing.T) {
-	for in, want := range map[string]string{
-		"cmdline.txt": "CMDLINE TXT", "vmlinuz": "VMLINUZ    ", "gokrazy.conf": "GOKRAZY CON", "loader": "LOADER     ",
-	} {
-		if got := shortName(in); got != want {
-			t.Errorf("shortName(%q) = %q, want %q", in, got, want)
-		}
 	}
 }

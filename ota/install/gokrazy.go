@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/gokrazy/updater"
+
+	"github.com/outpost-gw/outpost/ota/bootcmd"
 )
 
 // Socket is gokrazy's update API on the box.
@@ -69,6 +71,22 @@ func (g *Gokrazy) Switch(ctx context.Context) error   { return g.t.Switch(ctx) }
 // Reboot goes through the boot loader (no kexec), so the trial flag in
 // cmdline.txt is read.
 func (g *Gokrazy) Reboot(ctx context.Context) error { return g.t.RebootWithoutKexec(ctx) }
+
+// TidyBootCmdline removes gokrazy's spent trial flags from the boot
+// partition's cmdline.txt (see ota/bootcmd), so every update gets its
+// trial boot; the boot partition is found beside /perm.
+func (g *Gokrazy) TidyBootCmdline() (bool, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	dev, err := bootcmd.BootPartition(f, "/perm")
+	if err != nil {
+		return false, err
+	}
+	return bootcmd.TidyDevice(dev)
+}
 
 func (g *Gokrazy) TrialBooted() (bool, error) {
 	p := g.Cmdline
