@@ -199,9 +199,6 @@ func TestUpdateCommandEndToEnd(t *testing.T) {
 	if done.Attrs["version"] != "2" {
 		t.Errorf("committed event %+v", done)
 	}
-	if trial, _ := fake.TrialBooted(); trial {
-		t.Error("committed without switching")
-	}
 	if i, j := slices.Index(fake.Calls, "testboot"), slices.Index(fake.Calls, "switch"); i < 0 || j < i {
 		t.Errorf("target calls %v: want testboot, then switch after the trial", fake.Calls)
 	}

@@ -16,6 +16,7 @@ type Fake struct {
 	Calls    []string
 	Trial    bool // the running root is a trial boot
 	testboot bool // Testboot armed for the next reboot
+	switched bool // Switch called during this boot
 	// FailBoot makes the next trial boot fall back (corrupt new root).
 	FailBoot bool
 }
@@ -51,11 +52,13 @@ func (f *Fake) Testboot(ctx context.Context) error {
 	return nil
 }
 
-// Switch makes the running (trial) slot permanent.
+// Switch makes the running (trial) slot permanent from the next boot on.
+// As on gokrazy, the box stays trial-booted (the kernel command line says
+// so, and the running slot counts as the inactive one) until it reboots.
 func (f *Fake) Switch(ctx context.Context) error {
 	f.record("switch")
 	f.mu.Lock()
-	f.Trial = false
+	f.switched = true
 	f.mu.Unlock()
 	return nil
 }
@@ -68,7 +71,7 @@ func (f *Fake) Boot() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.Trial = f.testboot && !f.FailBoot
-	f.testboot = false
+	f.testboot, f.switched = false, false
 }
 
 func (f *Fake) TrialBooted() (bool, error) {

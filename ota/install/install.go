@@ -40,6 +40,13 @@ type ReadBacker interface {
 	ReadBack(dest string) (io.ReadCloser, error)
 }
 
+// CmdlineTidier is an optional Target that clears the boot command line of
+// what earlier trial boots left (gokrazy: see ota/bootcmd); Resume calls it
+// when the box runs normally, so the next testboot has room for its flag.
+type CmdlineTidier interface {
+	TidyBootCmdline() (changed bool, err error)
+}
+
 // Phase is the persisted step.
 type Phase string
 
@@ -53,6 +60,10 @@ const (
 	Refused     Phase = "refused"
 	Offered     Phase = "offered"
 	Verifying   Phase = "verifying"
+	// Rebooting: an offer accepted right after a commit, in the same
+	// boot; the box reboots into the committed slot first and continues
+	// the install from the download on the next start.
+	Rebooting Phase = "rebooting"
 )
 
 // Event is one progress report.
@@ -164,11 +175,12 @@ func (in *Installer) Offer(ctx context.Context, keysDoc, manifestDoc []byte) err
 	default:
 		return in.refuse(0, fmt.Errorf("%w (%s of v%d)", ErrBusy, st.Phase, st.Version))
 	}
-	if trial, err := in.Target.TrialBooted(); err != nil || trial {
-		if err == nil {
-			err = ErrTrialBooted
-		}
+	trial, err := in.Target.TrialBooted()
+	if err != nil {
 		return in.refuse(0, err)
+	}
+	if trial && st.Phase != Committed {
+		return in.refuse(0, ErrTrialBooted)
 	}
 	in.emit(Event{Phase: Verifying})
 	m, err := in.verify(st, keysDoc, manifestDoc)
@@ -178,6 +190,16 @@ func (in *Installer) Offer(ctx context.Context, keysDoc, manifestDoc []byte) err
 	st.Phase, st.Version, st.KeysDoc, st.Manifest, st.Reason = Downloading, m.Version, keysDoc, manifestDoc, ""
 	if err := in.save(st); err != nil {
 		return err
+	}
+	if trial {
+		// Committed during this boot: gokrazy still takes the running
+		// slot for the inactive one, so streaming now would overwrite
+		// it. Reboot into the committed slot; Resume continues from the
+		// download (verifying the offer again).
+		in.log().Info("ota: rebooting out of the committed trial boot before installing", "version", m.Version)
+		in.audit("ota.reboot_before_install", fmt.Sprintf("v%d", m.Version))
+		in.emit(Event{Phase: Rebooting, Version: m.Version})
+		return in.Target.Reboot(ctx)
 	}
 	return in.fromDownloading(ctx, st, m)
 }
@@ -296,6 +318,15 @@ func (in *Installer) Resume(ctx context.Context) error {
 	st, err := in.Load()
 	if err != nil {
 		return err
+	}
+	if t, ok := in.Target.(CmdlineTidier); ok && st.Phase != Installed {
+		if trial, err := in.Target.TrialBooted(); err == nil && !trial {
+			if changed, err := t.TidyBootCmdline(); err != nil {
+				in.log().Warn("ota: tidying the boot command line", "err", err)
+			} else if changed {
+				in.log().Info("ota: removed spent trial-boot flags from the boot command line")
+			}
+		}
 	}
 	switch st.Phase {
 	case Downloading:

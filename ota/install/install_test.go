@@ -131,6 +131,24 @@ func TestCommit(t *testing.T) {
 	if err := r.in.Offer(ctx, r.keys, r.manifest(t, 2, r.image)); !errors.Is(err, manifest.ErrRollback) {
 		t.Fatalf("replay of v2: %v", err)
 	}
+	// v3 in the same boot (still trial-booted as far as gokrazy is
+	// concerned): verified, then a reboot first, nothing streamed; the
+	// next start installs it.
+	r.fake.Calls = nil
+	if err := r.in.Offer(ctx, r.keys, r.manifest(t, 3, r.image)); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(r.fake.Calls, []string{"reboot"}) || r.phase(t) != Downloading || r.last().Phase != Rebooting {
+		t.Fatalf("offer right after the commit: calls %v, phase %q, last event %+v", r.fake.Calls, r.phase(t), r.last())
+	}
+	r.fake.Boot()
+	r.reopen(t)
+	if err := r.in.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := r.in.Load(); st.Phase != Trial || st.Version != 3 || !slices.Equal(r.fake.Calls, []string{"reboot", "stream:root", "testboot", "reboot"}) {
+		t.Fatalf("after the reboot: state %+v, calls %v", st, r.fake.Calls)
+	}
 }
 
 func TestHealthGateFails(t *testing.T) {
@@ -269,5 +287,30 @@ func TestBusyRefused(t *testing.T) {
 	}
 	if err := r.in.Offer(ctx, r.keys, r.manifest(t, 3, r.image)); !errors.Is(err, ErrBusy) {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// tidyFake is a Fake that also tidies the boot command line.
+type tidyFake struct {
+	*Fake
+	tidied int
+}
+
+func (f *tidyFake) TidyBootCmdline() (bool, error) { f.tidied++; return true, nil }
+
+// TestResumeTidiesCmdline: a normal boot clears spent trial flags (so the
+// next update gets its trial boot); a trial boot leaves the command line
+// alone.
+func TestResumeTidiesCmdline(t *testing.T) {
+	r := newRig(t)
+	tf := &tidyFake{Fake: r.fake}
+	r.in.Target = tf
+	if err := r.in.Resume(context.Background()); err != nil || tf.tidied != 1 {
+		t.Fatalf("normal boot: tidied %d times, %v", tf.tidied, err)
+	}
+	r.fake.Trial = true
+	r.in.Resume(context.Background())
+	if tf.tidied != 1 {
+		t.Error("tidied during a trial boot")
 	}
 }
