@@ -75,6 +75,8 @@ type Options struct {
 	OTAClient *http.Client
 	// ExportClient uploads exports in tests (nil: one with cloud.proxy).
 	ExportClient *http.Client
+	// TrialGuard is outpostd's trial-boot guard (ota/trialguard); nil: none.
+	TrialGuard TrialGuard
 }
 
 // Endpoints are the addresses the daemon listens on.

@@ -2,8 +2,11 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
 	"runtime"
 	"slices"
 	"strconv"
@@ -22,6 +25,13 @@ import (
 // failHealthGate, set at build time (-ldflags -X), makes every health gate
 // fail: an image that must roll back, for the VM test of the fallback.
 var failHealthGate string
+
+// TrialGuard is told when a trial boot's health gate has decided, and how
+// long the gate may take (ota/trialguard.Guard).
+type TrialGuard interface {
+	Done()
+	Extend(time.Duration)
+}
 
 // updateArgs is the "update" command's argument: the signed release-keys
 // document and the signed manifest (byte strings are length-capped by msgpack).
@@ -61,11 +71,21 @@ func (c *cloud) installer(ctx context.Context) (*install.Installer, error) {
 			}
 		}
 		log := d.log.With("component", "ota")
+		client := d.o.OTAClient
+		if client == nil {
+			if client, err = artifactClient(d.fleet.CAPEM); err != nil {
+				s.err = err
+				return
+			}
+		}
 		s.in = &install.Installer{
 			Store: d.st, Root: manifest.RootOfTrust{Keys: keys, Threshold: d.fleet.OTARoot.Threshold},
-			HWTarget: hwTarget(), Target: tgt, Client: d.o.OTAClient, Log: log,
+			HWTarget: hwTarget(), Target: tgt, Client: client, Log: log,
 			Health: c.healthGate, Window: d.cfg.Cloud.UpdateHealthWindow.D(),
 			Progress: func(e install.Event) {
+				if g := d.o.TrialGuard; g != nil && (e.Phase == install.Committed || e.Phase == install.RolledBack) {
+					g.Done()
+				}
 				attrs := map[string]string{"phase": string(e.Phase), "version": strconv.FormatUint(e.Version, 10)}
 				if e.Phase == install.Downloading {
 					if e.Percent%10 != 0 {
@@ -83,6 +103,9 @@ func (c *cloud) installer(ctx context.Context) (*install.Installer, error) {
 			Audit: func(action, detail string) {
 				d.audit(context.WithoutCancel(ctx), "ota", action, c.id.DeviceID(), "ota", detail)
 			},
+		}
+		if g := d.o.TrialGuard; g != nil {
+			g.Extend(s.in.Window + 10*time.Minute)
 		}
 	})
 	return s.in, s.err
@@ -188,6 +211,23 @@ func (c *cloud) otaResume(ctx context.Context) {
 	if err := in.Resume(ctx); err != nil {
 		c.d.log.Warn("ota: resume", "err", err)
 	}
+}
+
+// artifactClient fetches release artifacts over HTTPS trusting the system
+// roots and the fleet's CA, so a fleet can serve its releases itself (from
+// its broker host, under a fleet-CA certificate). TLS only keeps the
+// download private: the signed manifest decides what gets installed.
+func artifactClient(fleetCAPEM string) (*http.Client, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if fleetCAPEM != "" && !pool.AppendCertsFromPEM([]byte(fleetCAPEM)) {
+		return nil, errors.New("fleet ca_pem holds no certificate")
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return &http.Client{Transport: tr}, nil
 }
 
 // hwTarget names this box's hardware target in manifests.

@@ -12,7 +12,21 @@ import (
 
 	"github.com/outpost-gw/outpost/internal/buildinfo"
 	"github.com/outpost-gw/outpost/internal/daemon"
+	"github.com/outpost-gw/outpost/ota/install"
+	"github.com/outpost-gw/outpost/ota/trialguard"
 )
+
+// reboot asks gokrazy to reboot (it syncs and unmounts /perm); failing that,
+// it syncs and reboots itself.
+func reboot(ctx context.Context) error {
+	if g, err := install.NewGokrazy(ctx, ""); err == nil {
+		if err := g.Reboot(ctx); err == nil {
+			return nil
+		}
+	}
+	syscall.Sync()
+	return syscall.Reboot(syscall.LINUX_REBOOT_CMD_RESTART)
+}
 
 func main() {
 	var opts daemon.Options
@@ -28,6 +42,14 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	// First, before anything that could crash: a trial-booted version that
+	// keeps failing to start, or never reaches its health gate, reboots
+	// back to the old slot.
+	guard := &trialguard.Guard{Dir: opts.DataDir, Trial: (&install.Gokrazy{}).TrialBooted, Reboot: reboot}
+	if err := guard.Start(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "outpostd: %v\n", err)
+	}
+	opts.TrialGuard = guard
 	if err := daemon.Run(ctx, opts); err != nil {
 		fmt.Fprintf(os.Stderr, "outpostd: %v\n", err)
 		os.Exit(1)
