@@ -39,6 +39,13 @@ type vm struct {
 // dumped to a pcap file, so a test can check what it tried to reach.
 func bootVM(t *testing.T, img string, netOpts ...string) *vm {
 	t.Helper()
+	return startVM(t, img, false, netOpts...)
+}
+
+// startVM is bootVM; with reboots, a reboot of the guest restarts it in the
+// same qemu process (an update reboots the box) instead of ending qemu.
+func startVM(t *testing.T, img string, reboots bool, netOpts ...string) *vm {
+	t.Helper()
 	requireTools(t, "qemu-system-x86_64")
 	dir := t.TempDir()
 	v := &vm{
@@ -50,13 +57,16 @@ func bootVM(t *testing.T, img string, netOpts ...string) *vm {
 	}
 	v.cmd = exec.Command("qemu-system-x86_64",
 		"-machine", "q35", "-accel", "tcg", "-m", "1024", "-smp", "1",
-		"-display", "none", "-monitor", "none", "-no-reboot",
+		"-display", "none", "-monitor", "none",
 		"-serial", "file:"+v.serial,
 		"-drive", "file="+img+",format=raw,if=virtio",
 		"-netdev", fmt.Sprintf("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:443", v.httpsPort)+strings.Join(append([]string{""}, netOpts...), ","),
 		"-device", "e1000,netdev=n0",
 		"-object", "filter-dump,id=dump0,netdev=n0,file="+v.pcap,
 	)
+	if !reboots {
+		v.cmd.Args = append(v.cmd.Args, "-no-reboot")
+	}
 	var stderr bytes.Buffer
 	v.cmd.Stderr = &stderr
 	if err := v.cmd.Start(); err != nil {
