@@ -10,6 +10,7 @@ package fleet
 
 import (
 	"crypto"
+	"crypto/ecdsa"
 
 	"crypto/ed25519"
 	"crypto/rand"
@@ -357,13 +358,9 @@ var (
 // by code. The box's id and code are derived from its key, so a request
 // whose key does not give both is refused: nobody can enrol as another box.
 func (f *Fleet) Enrol(deviceID, claimCode string, csrDER []byte, group string) (certPEMChain []byte, err error) {
-	csr, pub, err := checkCSR(csrDER)
+	pub, err := CheckEnrolRequest(deviceID, claimCode, csrDER)
 	if err != nil {
 		return nil, err
-	}
-	if csr.Subject.CommonName != deviceID || identity.DeviceIDFor(pub) != deviceID ||
-		identity.ClaimCodeFor(pub) != identity.NormalizeClaimCode(claimCode) {
-		return nil, ErrClaimMismatch
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -392,6 +389,22 @@ func (f *Fleet) Enrol(deviceID, claimCode string, csrDER []byte, group string) (
 		return nil, err
 	}
 	return append(certPEM(der), certPEM(f.ca.Raw)...), nil
+}
+
+// CheckEnrolRequest verifies an enrolment request on its own: a signed
+// certificate request naming deviceID, whose key gives both deviceID and
+// claimCode. The operator checks each request as it arrives, so a forged
+// one naming another box's code is dropped before anyone claims it.
+func CheckEnrolRequest(deviceID, claimCode string, csrDER []byte) (*ecdsa.PublicKey, error) {
+	csr, pub, err := checkCSR(csrDER)
+	if err != nil {
+		return nil, err
+	}
+	if csr.Subject.CommonName != deviceID || identity.DeviceIDFor(pub) != deviceID ||
+		identity.ClaimCodeFor(pub) != identity.NormalizeClaimCode(claimCode) {
+		return nil, ErrClaimMismatch
+	}
+	return pub, nil
 }
 
 // Renew signs a new certificate for an enrolled box, asked for over its

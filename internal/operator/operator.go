@@ -173,11 +173,21 @@ func (op *Operator) receive(p *paho.Publish) {
 	}
 	if len(parts) == 3 && parts[0] == "enrol" && parts[2] == "request" {
 		var r wire.EnrolRequest
-		if env.Type == wire.TypeEnrolRequest && wire.DecodeBody(env, &r, wire.DefaultLimits()) == nil && r.DeviceID == parts[1] {
-			op.mu.Lock()
-			op.requests[r.DeviceID] = r
-			op.mu.Unlock()
+		if env.Type != wire.TypeEnrolRequest || wire.DecodeBody(env, &r, wire.DefaultLimits()) != nil || r.DeviceID != parts[1] {
+			return
 		}
+		if _, err := fleet.CheckEnrolRequest(r.DeviceID, r.ClaimCode, r.CSR); err != nil {
+			op.log.Warn("operator: enrolment request dropped: its key does not give its id and claim code", "device", r.DeviceID, "err", err)
+			return
+		}
+		op.mu.Lock()
+		if _, known := op.requests[r.DeviceID]; !known && len(op.requests) >= maxPending {
+			op.mu.Unlock()
+			op.log.Warn("operator: enrolment request dropped: too many pending", "device", r.DeviceID, "pending", maxPending)
+			return
+		}
+		op.requests[r.DeviceID] = r
+		op.mu.Unlock()
 		return
 	}
 	if len(parts) != 3 || parts[1] != "up" {
@@ -216,6 +226,15 @@ func (op *Operator) Pending() map[string]string {
 // ErrNoSuchClaim means no box asked to be enrolled with that code.
 var ErrNoSuchClaim = errors.New("no box waiting for enrolment has this claim code")
 
+// ErrAmbiguousClaim means several boxes asked with the same code: since the
+// code comes from the box's key, one of them ground a key to match it.
+// Nothing is claimed; compare the device ids with the box's LAN page.
+var ErrAmbiguousClaim = errors.New("several boxes asked to be enrolled with this claim code")
+
+// maxPending bounds the pending enrolment requests kept (a flood of
+// requests cannot exhaust the operator's memory).
+const maxPending = 4096
+
 // Claim enrols the box whose claim code is code: it waits up to wait for
 // the box's request, signs its certificate and answers it (retained).
 func (op *Operator) Claim(ctx context.Context, code, group string, wait time.Duration) (string, error) {
@@ -224,13 +243,18 @@ func (op *Operator) Claim(ctx context.Context, code, group string, wait time.Dur
 	for {
 		op.mu.Lock()
 		var req *wire.EnrolRequest
+		var ids []string
 		for _, r := range op.requests {
 			if identity.NormalizeClaimCode(r.ClaimCode) == code {
 				r := r
 				req = &r
+				ids = append(ids, r.DeviceID)
 			}
 		}
 		op.mu.Unlock()
+		if len(ids) > 1 {
+			return "", fmt.Errorf("%w: %s (%s)", ErrAmbiguousClaim, code, strings.Join(ids, ", "))
+		}
 		if req != nil {
 			return req.DeviceID, op.answer(ctx, *req, group)
 		}
