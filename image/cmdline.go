@@ -21,7 +21,9 @@ import (
 // time. Each testboot then eats 28 of the remaining 63 spaces.
 //
 // The amd64 image's systemd-boot entry (/loader/entries/gokrazy.conf, used
-// under UEFI) is left alone: testboot appends the flag to each of its lines.
+// under UEFI) gets its linux line moved last (bootcmd.TidyEntry): as gok
+// writes it, testboot's flag breaks the kernel path and the box boots
+// nothing under UEFI.
 func FixCmdline(img string) error {
 	l, err := ReadLayout(img)
 	if err != nil {
@@ -37,6 +39,9 @@ func FixCmdline(img string) error {
 	}
 	defer f.Close()
 	if err := fixCmdlineFAT(f, boot.Offset()); err != nil {
+		return fmt.Errorf("%s: boot partition: %w", img, err)
+	}
+	if _, err := bootcmd.TidyFile(f, boot.Offset(), bootcmd.EntryPath, bootcmd.TidyEntry); err != nil {
 		return fmt.Errorf("%s: boot partition: %w", img, err)
 	}
 	if err := f.Sync(); err != nil {

@@ -15,7 +15,7 @@ import (
 // place and reads it back with mtools: same length, a newline right after the
 // command line, and gokrazy's testboot edit (replace "\n") then keeps its flag.
 func TestFixCmdline(t *testing.T) {
-	for _, tool := range []string{"mformat", "mcopy", "mtype"} {
+	for _, tool := range []string{"mformat", "mcopy", "mtype", "mmd"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			if os.Getenv("CI") != "" {
 				t.Fatalf("%s is required in CI: %v", tool, err)
@@ -42,6 +42,11 @@ func TestFixCmdline(t *testing.T) {
 	os.WriteFile(src, []byte(cmdline+strings.Repeat(" ", 64)), 0o600)
 	run("mcopy", "-i", fs, filepath.Join(dir, "cmdline.txt"), "::/vmlinuz") // another file first
 	run("mcopy", "-i", fs, src, "::/cmdline.txt")
+	// The systemd-boot entry as gok writes it (a long file name).
+	entry := "title gokrazy\nlinux /vmlinuz\noptions " + cmdline + strings.Repeat(" ", 64)
+	os.WriteFile(filepath.Join(dir, "gokrazy.conf"), []byte(entry), 0o600)
+	run("mmd", "-i", fs, "::/loader", "::/loader/entries")
+	run("mcopy", "-i", fs, filepath.Join(dir, "gokrazy.conf"), "::/loader/entries/gokrazy.conf")
 
 	f, err := os.OpenFile(fs, os.O_RDWR, 0)
 	if err != nil {
@@ -67,6 +72,15 @@ func TestFixCmdline(t *testing.T) {
 	tb := strings.ReplaceAll(got, "\n", " gokrazy.try_boot_inactive=1\n")[:len(got)]
 	if !strings.Contains(tb, "gokrazy.try_boot_inactive=1\n") {
 		t.Errorf("after testboot's edit: %q", tb)
+	}
+	// FixCmdline's second step, on the entry: found by its long name, the
+	// linux line moved last.
+	if _, err := bootcmd.TidyFile(f, 0, bootcmd.EntryPath, bootcmd.TidyEntry); err != nil {
+		t.Fatal(err)
+	}
+	wantEntry := "title gokrazy\noptions " + cmdline + "\nlinux /vmlinuz"
+	if got := run("mtype", "-i", fs, "::/loader/entries/gokrazy.conf"); got != wantEntry+strings.Repeat(" ", len(entry)-len(wantEntry)) {
+		t.Errorf("gokrazy.conf = %q", got)
 	}
 	if _, _, err := bootcmd.Extents(f, 0, "/nothere.txt"); err == nil {
 		t.Error("found a missing file")

@@ -46,6 +46,21 @@ func bootVM(t *testing.T, img string, netOpts ...string) *vm {
 // same qemu process (an update reboots the box) instead of ending qemu.
 func startVM(t *testing.T, img string, reboots bool, netOpts ...string) *vm {
 	t.Helper()
+	return startVMWith(t, img, vmOptions{reboots: reboots}, netOpts...)
+}
+
+// vmOptions: reboots as for startVM; uefi boots with OVMF (systemd-boot)
+// instead of SeaBIOS (gokrazy's MBR loader).
+type vmOptions struct{ reboots, uefi bool }
+
+// OVMF firmware as Debian's ovmf package installs it.
+const (
+	ovmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	ovmfVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+)
+
+func startVMWith(t *testing.T, img string, o vmOptions, netOpts ...string) *vm {
+	t.Helper()
 	requireTools(t, "qemu-system-x86_64")
 	dir := t.TempDir()
 	v := &vm{
@@ -64,8 +79,22 @@ func startVM(t *testing.T, img string, reboots bool, netOpts ...string) *vm {
 		"-device", "e1000,netdev=n0",
 		"-object", "filter-dump,id=dump0,netdev=n0,file="+v.pcap,
 	)
-	if !reboots {
+	if !o.reboots {
 		v.cmd.Args = append(v.cmd.Args, "-no-reboot")
+	}
+	if o.uefi {
+		vars, err := os.ReadFile(ovmfVars)
+		if err != nil {
+			if inCI() {
+				t.Fatalf("OVMF is required in CI (.ci/run installs ovmf): %v", err)
+			}
+			t.Skipf("OVMF not installed: %v", err)
+		}
+		varsCopy := filepath.Join(dir, "OVMF_VARS.fd")
+		os.WriteFile(varsCopy, vars, 0o600)
+		v.cmd.Args = append(v.cmd.Args,
+			"-drive", "if=pflash,format=raw,readonly=on,file="+ovmfCode,
+			"-drive", "if=pflash,format=raw,file="+varsCopy)
 	}
 	var stderr bytes.Buffer
 	v.cmd.Stderr = &stderr

@@ -12,15 +12,20 @@ package bootcmd
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"unicode/utf16"
 )
+
+// ErrNotFound: no such file.
+var ErrNotFound = errors.New("not found in the FAT file system")
 
 // Extents finds a file in a FAT12/16 file system at byte offset part of
 // r and returns where its (unfragmented) data starts and its length. It
-// reads what gokrazy's own FAT writer makes, the way gokrazy's on-device
-// reader does: 8.3 names, root directory after the FATs, files stored in
+// reads what gokrazy's own FAT writer makes: 8.3 names or long names
+// (gokrazy.conf is stored as GOKRAZ~1.CON), root directory after the FATs, files stored in
 // consecutive clusters. Names compare case-insensitively: gokrazy writes
 // its short names in lower case.
 func Extents(r io.ReaderAt, part int64, path string) (offset, length int64, err error) {
@@ -46,6 +51,7 @@ func Extents(r io.ReaderAt, part int64, path string) (offset, length int64, err 
 		name := shortName(comp)
 		found := false
 		buf := make([]byte, 32)
+		var lfn []uint16
 		for j := int64(0); j < entries; j++ {
 			if _, err := r.ReadAt(buf, dir+j*32); err != nil {
 				return 0, 0, err
@@ -53,7 +59,24 @@ func Extents(r io.ReaderAt, part int64, path string) (offset, length int64, err 
 			if buf[0] == 0 {
 				break
 			}
-			if buf[0] == 0xe5 || buf[11] == 0x0f || !strings.EqualFold(string(buf[:11]), name) {
+			if buf[0] == 0xe5 {
+				lfn = nil
+				continue
+			}
+			if buf[11] == 0x0f { // a long-name part, stored last part first
+				if buf[0]&0x40 != 0 {
+					lfn = nil
+				}
+				var part []uint16
+				for _, o := range lfnOffsets {
+					part = append(part, binary.LittleEndian.Uint16(buf[o:]))
+				}
+				lfn = append(part, lfn...)
+				continue
+			}
+			long := decodeLFN(lfn)
+			lfn = nil
+			if !strings.EqualFold(string(buf[:11]), name) && !strings.EqualFold(long, comp) {
 				continue
 			}
 			cluster := int64(binary.LittleEndian.Uint16(buf[26:]))
@@ -78,7 +101,23 @@ func Extents(r io.ReaderAt, part int64, path string) (offset, length int64, err 
 			break
 		}
 	}
-	return 0, 0, fmt.Errorf("%s not found in the FAT file system", path)
+	return 0, 0, fmt.Errorf("%s: %w", path, ErrNotFound)
+}
+
+// lfnOffsets are where a long-name directory entry keeps its 13 UTF-16
+// characters.
+var lfnOffsets = []int{1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30}
+
+// decodeLFN turns collected long-name characters into the name (they end
+// at a 0x0000, the rest is 0xffff padding).
+func decodeLFN(u []uint16) string {
+	for i, c := range u {
+		if c == 0 || c == 0xffff {
+			u = u[:i]
+			break
+		}
+	}
+	return string(utf16.Decode(u))
 }
 
 // shortName is comp as an 11-byte 8.3 directory entry name.

@@ -3,6 +3,7 @@ package bootcmd
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -47,29 +48,17 @@ func TidyBytes(b []byte) ([]byte, bool) {
 	return out, !bytes.Equal(out, b)
 }
 
-// Tidy applies TidyBytes to /cmdline.txt of the FAT file system at byte
-// offset part of f, in place (same length, same clusters: the amd64 MBR
-// boot loader reads it at a fixed LBA), and reports whether it wrote.
+// Tidy applies TidyBytes to /cmdline.txt and TidyEntry to the systemd-boot
+// entry of the FAT file system at byte offset part of f, in place (same
+// length, same clusters: the amd64 MBR boot loader reads cmdline.txt at a
+// fixed LBA), and reports whether it wrote.
 func Tidy(f ReaderWriterAt, part int64) (bool, error) {
-	off, n, err := Extents(f, part, "/cmdline.txt")
+	c1, err := TidyFile(f, part, "/cmdline.txt", TidyBytes)
 	if err != nil {
 		return false, err
 	}
-	if n == 0 || n > 4096 {
-		return false, fmt.Errorf("cmdline.txt is %d bytes", n)
-	}
-	b := make([]byte, n)
-	if _, err := f.ReadAt(b, off); err != nil {
-		return false, fmt.Errorf("reading cmdline.txt: %w", err)
-	}
-	out, changed := TidyBytes(b)
-	if !changed {
-		return false, nil
-	}
-	if _, err := f.WriteAt(out, off); err != nil {
-		return false, fmt.Errorf("writing cmdline.txt: %w", err)
-	}
-	return true, nil
+	c2, err := TidyFile(f, part, EntryPath, TidyEntry)
+	return c1 || c2, err
 }
 
 // TidyDevice tidies the boot partition device at path and syncs it.
@@ -111,4 +100,81 @@ func BootPartition(mountinfo io.Reader, mountpoint string) (string, error) {
 		return "", err
 	}
 	return "", fmt.Errorf("%s is not mounted", mountpoint)
+}
+
+// EntryPath is systemd-boot's entry in the amd64 image (used under UEFI).
+const EntryPath = "/loader/entries/gokrazy.conf"
+
+// TidyEntry returns the systemd-boot entry with gokrazy's spent trial flags
+// removed and its "linux" line moved last, without a newline, the padding
+// after it restored to the same length.
+//
+// gokrazy's testboot appends its flag before every newline of this file
+// too. gok writes "title", "linux", "options" in that order, so the flag
+// lands on the linux line — systemd-boot then looks for a kernel named
+// "/vmlinuz gokrazy.try_boot_inactive=1", drops the entry, and the box
+// boots nothing (seen under OVMF) — and not on the options line. With the
+// linux line last and no newline after it, the flag goes to "title"
+// (harmless) and "options" (the kernel's command line), as intended.
+func TidyEntry(b []byte) ([]byte, bool) {
+	if bytes.Contains(b, []byte(TryBootInactive)) {
+		return b, false
+	}
+	var lines []string
+	linux := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		var keep []string
+		for _, f := range strings.Fields(l) {
+			if f != SwitchOnBoot {
+				keep = append(keep, f)
+			}
+		}
+		switch {
+		case len(keep) == 0:
+		case keep[0] == "linux":
+			if linux != "" || len(keep) != 2 {
+				return b, false
+			}
+			linux = strings.Join(keep, " ")
+		default:
+			lines = append(lines, strings.Join(keep, " "))
+		}
+	}
+	if linux == "" {
+		return b, false
+	}
+	out := []byte(strings.Join(append(lines, linux), "\n"))
+	if len(out) > len(b) {
+		return b, false
+	}
+	out = append(out, bytes.Repeat([]byte{' '}, len(b)-len(out))...)
+	return out, !bytes.Equal(out, b)
+}
+
+// TidyFile applies tidy to the file at path in the FAT file system at
+// byte offset part of f, in place; a missing file is no error (the Pi's
+// boot partition has no systemd-boot entry).
+func TidyFile(f ReaderWriterAt, part int64, path string, tidy func([]byte) ([]byte, bool)) (bool, error) {
+	off, n, err := Extents(f, part, path)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return false, nil
+		}
+		return false, err
+	}
+	if n == 0 || n > 4096 {
+		return false, fmt.Errorf("%s is %d bytes", path, n)
+	}
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, off); err != nil {
+		return false, fmt.Errorf("reading %s: %w", path, err)
+	}
+	out, changed := tidy(b)
+	if !changed {
+		return false, nil
+	}
+	if _, err := f.WriteAt(out, off); err != nil {
+		return false, fmt.Errorf("writing %s: %w", path, err)
+	}
+	return true, nil
 }

@@ -67,3 +67,39 @@ func TestBootPartition(t *testing.T) {
 		t.Error("found an unmounted /perm")
 	}
 }
+
+func TestTidyEntry(t *testing.T) {
+	const opts = "options console=ttyS0,115200 root=PARTUUID=60c24cc1-f3f9-427a-8199-4b40de910001/PARTNROFF=1 ro init=/gokrazy/init"
+	gok := "title gokrazy\nlinux /vmlinuz\n" + opts + strings.Repeat(" ", 64)
+	n := len(gok)
+	pad := func(s string) string { return s + strings.Repeat(" ", n-len(s)) }
+	fixed := pad("title gokrazy\n" + opts + "\nlinux /vmlinuz")
+	for _, tc := range []struct {
+		name, in, want string
+		changed        bool
+	}{
+		{"as gok writes it", gok, fixed, true},
+		{"fixed", fixed, fixed, false},
+		{"after a trial", pad("title gokrazy " + SwitchOnBoot + "   \n" + opts + " " + SwitchOnBoot + "   \nlinux /vmlinuz"), fixed, true},
+		{"testboot armed: left alone", pad("title gokrazy " + TryBootInactive + "\n" + opts + " " + TryBootInactive + "\nlinux /vmlinuz"), "", false},
+		{"no linux line: left alone", pad("title gokrazy\n" + opts), "", false},
+		{"linux with arguments: left alone", pad("title gokrazy\nlinux /vmlinuz x\n" + opts), "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := tc.want
+			if want == "" {
+				want = tc.in
+			}
+			got, changed := TidyEntry([]byte(tc.in))
+			if string(got) != want || changed != tc.changed {
+				t.Errorf("TidyEntry(%q) = %q, %v; want %q, %v", tc.in, got, changed, want, tc.changed)
+			}
+		})
+	}
+	// What testboot then does: the flag on title and options, the linux
+	// line intact (cut at the file's length).
+	tb := strings.ReplaceAll(fixed, "\n", " "+TryBootInactive+"\n")[:n]
+	if !strings.Contains(tb, opts+" "+TryBootInactive+"\nlinux /vmlinuz") {
+		t.Errorf("after testboot: %q", tb)
+	}
+}
