@@ -191,8 +191,8 @@ func TestExportCommands(t *testing.T) {
 	cfg := testConfig()
 	cfg.Recorder.Cameras = []config.Camera{
 		{ID: "door", URL: cam.URL},
-		{ID: "lobby", URL: cam.URL, Live: "on-prem", Recorded: "on-prem"},
-		{ID: "vault", URL: cam.URL, Recorded: "recording-only"},
+		{ID: "lobby", URL: "rtsp://127.0.0.1:1/lobby", Live: "on-prem", Recorded: "on-prem"}, // refused before any video is looked at
+		{ID: "vault", URL: "rtsp://127.0.0.1:1/vault", Recorded: "recording-only"},
 	}
 	cfg.Recorder.SegmentDuration = config.Duration(time.Second)
 	cfg.Recorder.PartDuration = config.Duration(250 * time.Millisecond)
@@ -230,14 +230,18 @@ func TestExportCommands(t *testing.T) {
 			t.Fatalf("not online: %+v", s.Cloud)
 		}
 	}
-	from := time.Now().Add(-time.Second).UTC().Truncate(time.Second)
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) { // closed segments past from+2s
-		recs, _ := r.d.rec.ix.List("door", from, from.Add(2*time.Second))
-		if len(recs) > 0 && recs[len(recs)-1].End().After(from.Add(2*time.Second)) {
-			break
+	// Closed segments for two whole seconds after the first one began.
+	var from time.Time
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		recs, _ := r.d.rec.ix.List("door", time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+		if len(recs) > 0 {
+			from = recs[0].Start.UTC().Truncate(time.Second).Add(time.Second)
+			if recs[len(recs)-1].End().After(from.Add(2 * time.Second)) {
+				break
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no recording of door from %v: %v", from, recs)
+			t.Fatalf("no recording of door: %v; cameras %+v", recs, r.d.rec.cameras())
 		}
 	}
 	cmd := func(name string, args map[string]any) wire.CommandResult {
