@@ -70,12 +70,13 @@ func (p *videoParams) set(vps, sps, pps []byte) {
 
 // h264Depack reassembles H264 access units: it removes AUDs and in-band
 // SPS/PPS, puts the current SPS/PPS in front of every IDR, and computes
-// the DTS with mediacommon's extractor, which starts at an IDR.
+// the DTS from the PTS (reorderDTS, when the SPS allows it, else
+// mediacommon's extractor), starting at an IDR.
 type h264Depack struct {
 	mode   int
 	dec    *rtph264.Decoder
 	buf    h264Buffer
-	dts    *h264.DTSExtractor
+	dts    dtsSource
 	params videoParams
 }
 
@@ -139,9 +140,17 @@ func (d *h264Depack) push(pkt *rtp.Packet, pts int64) (*unit, error) {
 			return nil, errors.New("h264: IDR without SPS/PPS (neither in the SDP nor in band)")
 		}
 		au = append([][]byte{d.params.sps, d.params.pps}, au...)
+		if _, ok := d.dts.(*reorderDTS); ok && d.params.changed {
+			d.dts = nil // the new SPS may reorder differently
+		}
 		if d.dts == nil {
-			d.dts = &h264.DTSExtractor{}
-			d.dts.Initialize()
+			if g := newReorderDTS(d.params.sps); g != nil {
+				d.dts = g
+			} else {
+				x := &h264.DTSExtractor{}
+				x.Initialize()
+				d.dts = x
+			}
 		}
 	} else if d.dts == nil {
 		return nil, errWaitKey
