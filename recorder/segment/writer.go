@@ -46,6 +46,10 @@ const (
 	maxGap = 10 * time.Second
 	// maxPartBytes flushes a part early, bounding memory and loss.
 	maxPartBytes = 16 << 20
+	// maxDrift is how far a segment's start computed from the previous
+	// segment of the session may be from the wall clock before the wall
+	// clock is taken instead (a camera clock running fast or slow).
+	maxDrift = time.Second
 	// stampLayout names a segment file after its start; dayLayout its folder.
 	stampLayout = "20060102T150405.000Z"
 	dayLayout   = "2006-01-02"
@@ -176,10 +180,15 @@ type track struct {
 	flushed int64 // end of the samples durably written
 	base    uint64
 	samples []*fmp4.Sample
+	// Video: the segment's reordering delay (PTS − DTS of its first key
+	// frame), the latest presentation time appended and that of the
+	// samples durably written, all in ticks on the segment's timeline.
+	delay, maxPTS, flushedPTS int64
 }
 
 type openSegment struct {
-	start     time.Time
+	start     time.Time // of the file name and index: ms precision
+	exact     time.Time // start before truncation
 	startDTS  time.Duration
 	init      []byte
 	path      string
@@ -390,9 +399,16 @@ func (w *Writer) push(t *track, u *unit) error {
 	}
 	seg := w.seg
 	if seg != nil && t == w.lead && u.key && (u.params != nil || u.dts-seg.startDTS >= w.cfg.SegmentDuration) {
+		prev := *seg
 		carry, err := w.closeSegment(&u.dts)
 		if err := w.openSegment(t, u); err != nil {
 			return err
+		}
+		// The same session goes on: the new segment starts where the old
+		// one ended, not at the (jittery) receive time of its key frame,
+		// unless the camera's clock has drifted away from ours.
+		if at := prev.exact.Add(u.dts - prev.startDTS); (at.Sub(u.received)).Abs() <= maxDrift {
+			w.seg.exact, w.seg.start = at.UTC(), at.UTC().Truncate(time.Millisecond)
 		}
 		for ct, cu := range carry {
 			ct.pending, ct.next = cu, ticks(cu.dts-u.dts, ct.timescale)
@@ -451,12 +467,14 @@ func (w *Writer) appendPending(t *track, end int64) {
 	if len(t.samples) == 0 {
 		t.base = uint64(t.next)
 	}
+	off := int32(ticks(p.pts-p.dts, t.timescale))
 	t.samples = append(t.samples, &fmp4.Sample{
 		Duration:        uint32(dur),
-		PTSOffset:       int32(ticks(p.pts-p.dts, t.timescale)),
+		PTSOffset:       off,
 		IsNonSyncSample: !p.key,
 		Payload:         p.payload,
 	})
+	t.maxPTS = max(t.maxPTS, t.next+int64(off))
 	t.next += dur
 	t.lastDur = uint32(dur)
 	if w.seg.partUnits == 0 {
@@ -484,11 +502,15 @@ func (w *Writer) openSegment(t *track, u *unit) error {
 		w.stats.Dropped++
 		return fmt.Errorf("segment: init: %w", err)
 	}
-	w.seg = &openSegment{start: u.received.UTC().Truncate(time.Millisecond), startDTS: u.dts, init: buf.Bytes()}
+	w.seg = &openSegment{start: u.received.UTC().Truncate(time.Millisecond), exact: u.received.UTC(), startDTS: u.dts, init: buf.Bytes()}
 	for _, kt := range w.kept {
 		kt.pending, kt.samples, kt.lastDur, kt.next, kt.flushed = nil, nil, 0, 0, 0
+		kt.delay, kt.maxPTS, kt.flushedPTS = 0, 0, 0
 	}
 	t.pending, t.next = u, 0
+	if t.src.Codec.IsVideo() {
+		t.delay = ticks(u.pts-u.dts, t.timescale)
+	}
 	return nil
 }
 
@@ -513,6 +535,9 @@ func (w *Writer) closeSegment(cut *time.Duration) (map[*track]*unit, error) {
 			carry[t], t.pending = t.pending, nil
 		default:
 			w.appendPending(t, t.next+t.estimate())
+			if cut == nil {
+				w.trimOrphans(t)
+			}
 		}
 	}
 	if err := w.flushPart(); err != nil {
@@ -521,6 +546,38 @@ func (w *Writer) closeSegment(cut *time.Duration) (map[*track]*unit, error) {
 	}
 	w.finish()
 	return carry, nil
+}
+
+// trimOrphans drops the last unwritten samples of a video track that
+// cannot be shown in order: a session that ends between a P frame and
+// the B-frames shown before it (never received) would otherwise leave a
+// hole of those frames in the presentation. A prefix of the samples in
+// decode order is complete when its presentation ends where its decode
+// timeline ends, plus the reordering delay.
+func (w *Writer) trimOrphans(t *track) {
+	if t.delay <= 0 || len(t.samples) == 0 {
+		return
+	}
+	dts, maxPTS, keep := int64(t.base), t.flushedPTS, -1
+	for i, s := range t.samples {
+		maxPTS = max(maxPTS, dts+int64(s.PTSOffset))
+		dts += int64(s.Duration)
+		if maxPTS+int64(s.Duration) <= dts+t.delay+int64(s.Duration)/2 {
+			keep = i
+		}
+	}
+	if keep < 0 || keep == len(t.samples)-1 {
+		return
+	}
+	cut := t.samples[keep+1:]
+	for _, s := range cut {
+		t.next -= int64(s.Duration)
+		w.seg.partBytes -= len(s.Payload)
+	}
+	t.samples = t.samples[:keep+1]
+	w.seg.partUnits -= len(cut)
+	w.stats.Dropped += int64(len(cut))
+	w.log.Debug("segment: dropped frames whose reordered predecessors never came", "frames", len(cut))
 }
 
 // estimate guesses the duration of a track's last sample in ticks.
@@ -578,7 +635,7 @@ func (w *Writer) flushPart() error {
 		w.stats.SyncMax = max(w.stats.SyncMax, d)
 	}
 	for _, t := range w.kept {
-		t.flushed = t.next
+		t.flushed, t.flushedPTS = t.next, t.maxPTS
 	}
 	seg.size += int64(len(w.buf.Bytes()))
 	seg.parts++
