@@ -98,7 +98,11 @@ func (c *cloud) handleExport(ctx context.Context, env wire.Envelope, cmd wire.Co
 	if err != nil {
 		return wire.CommandResult{Error: cmd.Name + ": " + err.Error()}
 	}
-	return okResult(map[string]any{"accepted": true, "id": j.ID, "segments": len(j.Recs)})
+	res := map[string]any{"accepted": true, "id": j.ID, "segments": len(j.Recs)}
+	if cmd.Name == "snapshot" {
+		res["recorded_until"] = req.Start.Add(req.Duration).UTC().Format(time.RFC3339Nano)
+	}
+	return okResult(res)
 }
 
 // latestKeyRange is a range of the camera's newest closed segment whose

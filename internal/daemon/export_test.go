@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmihailenco/msgpack/v5"
+
 	"github.com/outpost-gw/outpost/cloudlink/wire"
 	"github.com/outpost-gw/outpost/internal/config"
 	"github.com/outpost-gw/outpost/internal/operator"
@@ -296,11 +298,28 @@ func TestExportCommands(t *testing.T) {
 		}
 	}
 	// Snapshot: the newest GOP.
-	if res := cmd("snapshot", map[string]any{"id": "snap-1", "camera": "door", "url": uploadURL("/b/snap.mp4")}); !res.OK {
+	res := cmd("snapshot", map[string]any{"id": "snap-1", "camera": "door", "url": uploadURL("/b/snap.mp4")})
+	var snapRes struct {
+		Until string `msgpack:"recorded_until"`
+	}
+	if !res.OK || msgpack.Unmarshal(res.Result, &snapRes) != nil {
 		t.Fatalf("snapshot: %+v", res)
+	}
+	if until, err := time.Parse(time.RFC3339Nano, snapRes.Until); err != nil || time.Since(until) > time.Minute {
+		t.Errorf("snapshot recorded_until %q", snapRes.Until)
 	}
 	ev.wait(t, "snap-1", "done", 30*time.Second)
 	decodes("/b/snap.mp4")
+	if _, err := exec.LookPath("ffprobe"); err == nil { // one GOP: one key frame
+		got, _ := up.file("/b/snap.mp4")
+		file := filepath.Join(t.TempDir(), "snap.mp4")
+		os.WriteFile(file, got, 0o600)
+		out, err := exec.Command("ffprobe", "-v", "error", "-select_streams", "v:0", "-skip_frame", "nokey",
+			"-show_entries", "frame=pict_type", "-of", "csv=p=0", file).Output()
+		if keys := strings.Fields(string(out)); err != nil || len(keys) != 1 {
+			t.Errorf("snapshot key frames %q (%v), want one", out, err)
+		}
+	}
 
 	// Refusals: on-site cameras, http, unknown keys.
 	for _, tc := range []struct {
