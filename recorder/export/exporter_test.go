@@ -112,6 +112,7 @@ type resumable struct {
 	complete bool
 	cuts     int
 	puts     int
+	hangs    int           // chunk PUTs that take half and then stall
 	gone     bool          // answer 410 from now on
 	block    chan struct{} // if set, chunk PUTs wait on it
 	badQuery bool
@@ -128,6 +129,32 @@ func (s *resumable) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		}
+	}
+	s.mu.Lock()
+	hang := s.hangs > 0 && r.ContentLength > 0
+	if hang {
+		s.hangs--
+	}
+	s.mu.Unlock()
+	if hang { // take half the chunk, then neither read nor answer
+		part := make([]byte, r.ContentLength/2)
+		k, _ := io.ReadFull(r.Body, part)
+		s.mu.Lock()
+		s.puts++
+		s.got = append(s.got, part[:k]...)
+		s.mu.Unlock()
+		gone := make(chan struct{})
+		go func() {
+			if _, err := io.Copy(io.Discard, r.Body); err != nil {
+				close(gone)
+			}
+		}()
+		select {
+		case <-gone:
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+		panic(http.ErrAbortHandler)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -535,6 +562,32 @@ func TestBackoff(t *testing.T) {
 	if total < time.Hour || total > time.Hour+time.Minute || len(distinct) < len(clock.waits)/2 {
 		t.Errorf("%d waits, %v in all, %d distinct", len(clock.waits), total, len(distinct))
 	}
+}
+
+// TestStalledServer: a server that stops reading mid-chunk and never
+// answers is given up on after the stall timeout, and the upload resumes.
+func TestStalledServer(t *testing.T) {
+	rs := &resumable{hangs: 1}
+	srv := httptest.NewTLSServer(rs)
+	defer srv.Close()
+	clock := &fakeClock{}
+	up := &Uploader{Client: srv.Client(), Clock: clock, StallTimeout: 300 * time.Millisecond}
+	// 16 MiB, two chunks: the server takes 4 MiB, then stalls (the
+	// transport blocks writing, or waits for an answer).
+	data := bytes.Repeat([]byte("outpost "), 2<<20)
+	src := func(_ context.Context, w io.Writer) error { _, err := w.Write(data); return err }
+	n, sum, _ := Measure(context.Background(), src)
+	began := time.Now()
+	if err := up.Upload(context.Background(), Clip{URL: srv.URL + "/u?sig=secret", Size: n, SHA256: sum, Source: src}); err != nil {
+		t.Fatal(err)
+	}
+	if got, done := rs.file(); !done || !bytes.Equal(got, data) {
+		t.Fatalf("server has %d bytes, complete %v", len(got), done)
+	}
+	if len(clock.waits) != 1 {
+		t.Errorf("%d retries, want one", len(clock.waits))
+	}
+	t.Logf("stalled and resumed in %v", time.Since(began))
 }
 
 func TestParseRange(t *testing.T) {

@@ -69,7 +69,11 @@ type Uploader struct {
 	// GiveUp ends the retries once this long has passed since the upload
 	// began (Clip.Began) without it finishing; 0 = never (until ctx ends).
 	GiveUp time.Duration
-	Clock  Clock // nil = SystemClock
+	// StallTimeout ends an attempt (retried) when the server takes no
+	// byte of a chunk and sends no answer for this long; 0 =
+	// DefaultStallTimeout. Real time, not Clock: it guards the network.
+	StallTimeout time.Duration
+	Clock        Clock // nil = SystemClock
 	// Log gets each failed attempt (warn) with the URL's scheme, host and
 	// path only: signed URLs carry their secret in the query.
 	Log *slog.Logger
@@ -77,6 +81,9 @@ type Uploader struct {
 
 // DefaultChunkSize is 8 MiB, 32 × 256 KiB.
 const DefaultChunkSize = 8 << 20
+
+// DefaultStallTimeout: two minutes without progress is a dead session.
+const DefaultStallTimeout = 2 * time.Minute
 
 // Clip is what one upload sends.
 type Clip struct {
@@ -269,6 +276,19 @@ func (u *Uploader) attempt(ctx context.Context, c Clip) (progressed bool, err er
 // put sends one PUT; have is the server's byte count from a 308's Range,
 // done a 200/201.
 func (u *Uploader) put(ctx context.Context, client *http.Client, c Clip, contentRange string, body io.Reader, n int64) (have int64, done bool, err error) {
+	// A server that stops reading, or never answers, is given up on
+	// after StallTimeout without a byte taken or an answer.
+	stall := u.StallTimeout
+	if stall <= 0 {
+		stall = DefaultStallTimeout
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	timer := time.AfterFunc(stall, func() { cancel(errStalled) })
+	defer timer.Stop()
+	if body != nil {
+		body = &stallReader{r: body, t: timer, d: stall}
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.URL, body)
 	if err != nil {
 		return 0, false, fmt.Errorf("%w: %v", ErrURL, err)
@@ -284,6 +304,9 @@ func (u *Uploader) put(ctx context.Context, client *http.Client, c Clip, content
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err // url.Error prints the URL, query and all
+		}
+		if context.Cause(ctx) == errStalled {
+			err = fmt.Errorf("%w for %v", errStalled, stall)
 		}
 		return 0, false, fmt.Errorf("export: PUT: %w", err)
 	}
@@ -303,6 +326,23 @@ func (u *Uploader) put(ctx context.Context, client *http.Client, c Clip, content
 	default:
 		return 0, false, fmt.Errorf("%w: %s", ErrSession, resp.Status)
 	}
+}
+
+var errStalled = errors.New("no progress")
+
+// stallReader pushes the stall timer back on every read.
+type stallReader struct {
+	r io.Reader
+	t *time.Timer
+	d time.Duration
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if n > 0 {
+		s.t.Reset(s.d)
+	}
+	return n, err
 }
 
 // parseRange reads a 308's "Range: bytes=0-K" as K+1 bytes held; no
