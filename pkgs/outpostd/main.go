@@ -16,6 +16,11 @@ import (
 	"github.com/outpost-gw/outpost/ota/trialguard"
 )
 
+// crashOnTrialBoot, set at build time (-ldflags -X main.crashOnTrialBoot=why),
+// makes outpostd exit at once when trial-booted: an image whose daemon never
+// reaches its health gate, for the VM test of the trial guard.
+var crashOnTrialBoot string
+
 // reboot asks gokrazy to reboot (it syncs and unmounts /perm); failing that,
 // it syncs and reboots itself.
 func reboot(ctx context.Context) error {
@@ -50,6 +55,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "outpostd: %v\n", err)
 	}
 	opts.TrialGuard = guard
+	if trial, _ := (&install.Gokrazy{}).TrialBooted(); trial && crashOnTrialBoot != "" {
+		fmt.Fprintf(os.Stderr, "outpostd: crashing on a trial boot on purpose (%s)\n", crashOnTrialBoot)
+		os.Exit(1)
+	}
 	if err := daemon.Run(ctx, opts); err != nil {
 		fmt.Fprintf(os.Stderr, "outpostd: %v\n", err)
 		os.Exit(1)
