@@ -18,6 +18,7 @@ import (
 
 	"github.com/outpost-gw/outpost/cloudlink"
 	"github.com/outpost-gw/outpost/cloudlink/wire"
+	"github.com/outpost-gw/outpost/internal/buildinfo"
 	"github.com/outpost-gw/outpost/ota/install"
 	"github.com/outpost-gw/outpost/ota/manifest"
 )
@@ -80,7 +81,7 @@ func (c *cloud) installer(ctx context.Context) (*install.Installer, error) {
 		}
 		s.in = &install.Installer{
 			Store: d.st, Root: manifest.RootOfTrust{Keys: keys, Threshold: d.fleet.OTARoot.Threshold},
-			HWTarget: hwTarget(), Target: tgt, Client: client, Log: log,
+			HWTarget: hwTarget(), RunningVersion: runningRelease(buildinfo.Version), Target: tgt, Client: client, Log: log,
 			Health: c.healthGate, Window: d.cfg.Cloud.UpdateHealthWindow.D(),
 			Progress: func(e install.Event) {
 				if g := d.o.TrialGuard; g != nil && (e.Phase == install.Committed || e.Phase == install.RolledBack) {
@@ -228,6 +229,16 @@ func artifactClient(fleetCAPEM string) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	return &http.Client{Transport: tr}, nil
+}
+
+// runningRelease is the release number in a version stamped by `outpost
+// release build` ("v7" → 7); other versions ("dev", "itest-…") are 0.
+func runningRelease(v string) uint64 {
+	n, err := strconv.ParseUint(strings.TrimPrefix(v, "v"), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // hwTarget names this box's hardware target in manifests.

@@ -287,3 +287,11 @@ func TestRecorderWritingGate(t *testing.T) {
 	}
 	live.writer.End(nil)
 }
+
+func TestRunningRelease(t *testing.T) {
+	for in, want := range map[string]uint64{"v7": 7, "12": 12, "dev": 0, "itest-1700000000": 0, "v1.2.3": 0, "": 0} {
+		if got := runningRelease(in); got != want {
+			t.Errorf("runningRelease(%q) = %d, want %d", in, got, want)
+		}
+	}
+}

@@ -99,10 +99,14 @@ type Installer struct {
 	Store    *store.Store
 	Root     manifest.RootOfTrust
 	HWTarget string // "amd64" or "rpi"
-	Target   Target
-	Client   *http.Client
-	Fetch    fetch.Options
-	Now      func() time.Time
+	// RunningVersion is the release number of the running image (0: not a
+	// release build); offers at or below it are refused even when the
+	// store is new or wiped.
+	RunningVersion uint64
+	Target         Target
+	Client         *http.Client
+	Fetch          fetch.Options
+	Now            func() time.Time
 	// Health must return nil once the box is healthy (cloud link up,
 	// recorder writing when cameras are configured) within Window.
 	Health func(ctx context.Context) error
@@ -209,7 +213,7 @@ func (in *Installer) verify(st State, keysDoc, manifestDoc []byte) (manifest.Man
 	if in.Now != nil {
 		now = in.Now
 	}
-	ms := manifest.State{Floor: st.Floor, KeysVersion: st.KeysVersion, Target: in.HWTarget, Now: now()}
+	ms := manifest.State{Floor: max(st.Floor, in.RunningVersion), KeysVersion: st.KeysVersion, Target: in.HWTarget, Now: now()}
 	return manifest.Verify(in.Root, keysDoc, manifestDoc, ms)
 }
 

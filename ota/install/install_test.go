@@ -314,3 +314,18 @@ func TestResumeTidiesCmdline(t *testing.T) {
 		t.Error("tidied during a trial boot")
 	}
 }
+
+// TestRunningVersionIsAFloor: a box with an empty store running release 5
+// refuses 5 and below.
+func TestRunningVersionIsAFloor(t *testing.T) {
+	r := newRig(t)
+	r.in.RunningVersion = 5
+	for _, v := range []uint64{3, 5} {
+		if err := r.in.Offer(context.Background(), r.keys, r.manifest(t, v, r.image)); !errors.Is(err, manifest.ErrRollback) {
+			t.Errorf("v%d on a box running v5: %v", v, err)
+		}
+	}
+	if err := r.in.Offer(context.Background(), r.keys, r.manifest(t, 6, r.image)); err != nil {
+		t.Errorf("v6: %v", err)
+	}
+}
