@@ -20,6 +20,7 @@ import (
 	"github.com/outpost-gw/outpost/cloudlink/wire"
 	"github.com/outpost-gw/outpost/internal/config"
 	"github.com/outpost-gw/outpost/internal/operator"
+	"github.com/outpost-gw/outpost/internal/rollout"
 	"github.com/outpost-gw/outpost/ota/install"
 	"github.com/outpost-gw/outpost/ota/manifest"
 	"github.com/outpost-gw/outpost/recorder"
@@ -170,10 +171,19 @@ func TestUpdateCommandEndToEnd(t *testing.T) {
 	}
 	waitOnline()
 	args := map[string][]byte{"keys": keysDoc, "manifest": signed}
-	res, err := op.Command(context.Background(), dev, "update", args, 20*time.Second)
-	if err != nil || !res.OK {
-		t.Fatalf("update command: %+v %v", res, err)
+	// Offered the way `outpost release push` does (internal/rollout over
+	// the operator's link): it waits for the box's outcome across the
+	// reboot below.
+	link, err := rollout.NewLink(op, keysDoc, signed)
+	if err != nil {
+		t.Fatal(err)
 	}
+	pushed := make(chan error, 1)
+	var pushOut bytes.Buffer
+	go func() {
+		_, err := rollout.Run(context.Background(), link, rollout.Plan{Canary: []string{dev}, Timeout: time.Minute}, &pushOut)
+		pushed <- err
+	}()
 	ev.waitPhase(t, "trial", 30*time.Second)
 	if got, _ := os.ReadFile(fake.Path); !bytes.Equal(got, img) {
 		t.Fatalf("the slot holds %d bytes, not the image", len(got))
@@ -202,9 +212,12 @@ func TestUpdateCommandEndToEnd(t *testing.T) {
 	if i, j := slices.Index(fake.Calls, "testboot"), slices.Index(fake.Calls, "switch"); i < 0 || j < i {
 		t.Errorf("target calls %v: want testboot, then switch after the trial", fake.Calls)
 	}
+	if err := <-pushed; err != nil || !strings.Contains(pushOut.String(), dev+": committed") {
+		t.Errorf("rollout: %v\n%s", err, pushOut.String())
+	}
 
 	// The same version again is a rollback: refused with its reason.
-	res, err = op.Command(context.Background(), dev, "update", args, 20*time.Second)
+	res, err := op.Command(context.Background(), dev, "update", args, 20*time.Second)
 	if err != nil || !res.OK {
 		t.Fatalf("second update command: %+v %v", res, err)
 	}
