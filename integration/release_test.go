@@ -136,3 +136,22 @@ func TestReleaseBuildSign(t *testing.T) {
 		t.Error("boot signed without --include boot")
 	}
 }
+
+// TestReleaseBuildRPi: the Pi release cuts the same way, and its outpostd
+// is an arm64 program (ELF machine AArch64).
+func TestReleaseBuildRPi(t *testing.T) {
+	requireTools(t, "mkfs.ext4", "unsquashfs")
+	dir, r := buildRelease(t, "rpi", "4")
+	if r.Target != "rpi" || r.Version != 4 || len(r.Artifacts) != 2 || r.Artifacts[0].Name != "root" {
+		t.Fatalf("release.json = %+v", r)
+	}
+	root := filepath.Join(dir, r.Artifacts[0].File)
+	bin, err := exec.Command("unsquashfs", "-cat", root, "/user/outpostd").Output()
+	if err != nil {
+		t.Fatalf("unsquashfs -cat outpostd: %v", err)
+	}
+	if len(bin) < 20 || string(bin[:4]) != "\x7fELF" || bin[18] != 183 {
+		t.Errorf("outpostd in the Pi root is not an AArch64 ELF program")
+	}
+	t.Logf("rpi root.img: %d bytes", r.Artifacts[0].Length)
+}
