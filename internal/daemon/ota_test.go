@@ -170,7 +170,6 @@ func TestUpdateCommandEndToEnd(t *testing.T) {
 		}
 	}
 	waitOnline()
-	args := map[string][]byte{"keys": keysDoc, "manifest": signed}
 	// Offered the way `outpost release push` does (internal/rollout over
 	// the operator's link): it waits for the box's outcome across the
 	// reboot below.
@@ -216,14 +215,29 @@ func TestUpdateCommandEndToEnd(t *testing.T) {
 		t.Errorf("rollout: %v\n%s", err, pushOut.String())
 	}
 
-	// The same version again is a rollback: refused with its reason.
-	res, err := op.Command(context.Background(), dev, "update", args, 20*time.Second)
+	// An older version is a rollback: refused with its reason.
+	v1, err := manifest.SignManifest([]ed25519.PrivateKey{relPriv}, manifest.Manifest{Version: 1, Target: hwTarget(), Expires: time.Now().Add(time.Hour),
+		Artifacts: []manifest.Artifact{{Name: "root", URL: srv.URL + "/root.img", Length: int64(len(img)), SHA256: sha256.Sum256(img)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := op.Command(context.Background(), dev, "update", map[string][]byte{"keys": keysDoc, "manifest": v1}, 20*time.Second)
 	if err != nil || !res.OK {
-		t.Fatalf("second update command: %+v %v", res, err)
+		t.Fatalf("update command for v1: %+v %v", res, err)
 	}
 	ref := ev.waitPhase(t, "refused", 20*time.Second)
 	if !strings.Contains(ref.Attrs["reason"], "floor") && !strings.Contains(ref.Attrs["reason"], "rollback") {
 		t.Errorf("refusal reason %q: want the floor / rollback named", ref.Attrs["reason"])
+	}
+	// The installed version again (a re-run rollout) is answered as
+	// committed, with nothing streamed.
+	streams := slices.Index(fakeCalls(fake), "stream:root")
+	pushOut.Reset()
+	if _, err := rollout.Run(context.Background(), link, rollout.Plan{Canary: []string{dev}, Timeout: 20 * time.Second}, &pushOut); err != nil {
+		t.Errorf("re-run rollout of v2: %v\n%s", err, pushOut.String())
+	}
+	if n := len(slices.DeleteFunc(fakeCalls(fake), func(c string) bool { return c != "stream:root" })); n != 1 || streams < 0 {
+		t.Errorf("streamed %d times", n)
 	}
 	t.Logf("events: %v", ev.phases())
 }

@@ -83,6 +83,7 @@ func (l *Link) receive(m operator.Message) {
 func (l *Link) Offer(ctx context.Context, device string) error {
 	l.mu.Lock()
 	l.waiting[device] = make(chan Result, 1)
+	delete(l.outcomes, device) // an earlier run's outcome
 	l.mu.Unlock()
 	timeout := time.Minute
 	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {

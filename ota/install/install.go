@@ -188,6 +188,14 @@ func (in *Installer) Offer(ctx context.Context, keysDoc, manifestDoc []byte) err
 	}
 	in.emit(Event{Phase: Verifying})
 	m, err := in.verify(st, keysDoc, manifestDoc)
+	if errors.Is(err, manifest.ErrRollback) && in.alreadyInstalled(st, keysDoc, manifestDoc) {
+		// The release this box runs, offered again (a re-run rollout):
+		// nothing to do, and the answer is the outcome it had.
+		cur := in.running(st)
+		in.audit("ota.already_installed", fmt.Sprintf("v%d", cur))
+		in.emit(Event{Phase: Committed, Version: cur})
+		return nil
+	}
 	if err != nil {
 		return in.refuse(0, err)
 	}
@@ -208,12 +216,36 @@ func (in *Installer) Offer(ctx context.Context, keysDoc, manifestDoc []byte) err
 	return in.fromDownloading(ctx, st, m)
 }
 
+// running is the release the box runs: the image's release number, or for
+// an image without one the last committed release.
+func (in *Installer) running(st State) uint64 {
+	if in.RunningVersion != 0 || st.Phase != Committed {
+		return in.RunningVersion
+	}
+	return st.Floor
+}
+
+// alreadyInstalled reports whether the offer is a valid signed manifest of
+// exactly the release the box runs (nothing is installed either way).
+func (in *Installer) alreadyInstalled(st State, keysDoc, manifestDoc []byte) bool {
+	cur := in.running(st)
+	if cur == 0 {
+		return false
+	}
+	m, err := in.verifyFloor(st, cur-1, keysDoc, manifestDoc)
+	return err == nil && m.Version == cur
+}
+
 func (in *Installer) verify(st State, keysDoc, manifestDoc []byte) (manifest.Manifest, error) {
+	return in.verifyFloor(st, max(st.Floor, in.RunningVersion), keysDoc, manifestDoc)
+}
+
+func (in *Installer) verifyFloor(st State, floor uint64, keysDoc, manifestDoc []byte) (manifest.Manifest, error) {
 	now := time.Now
 	if in.Now != nil {
 		now = in.Now
 	}
-	ms := manifest.State{Floor: max(st.Floor, in.RunningVersion), KeysVersion: st.KeysVersion, Target: in.HWTarget, Now: now()}
+	ms := manifest.State{Floor: floor, KeysVersion: st.KeysVersion, Target: in.HWTarget, Now: now()}
 	return manifest.Verify(in.Root, keysDoc, manifestDoc, ms)
 }
 

@@ -127,9 +127,19 @@ func TestCommit(t *testing.T) {
 	if e := r.last(); e.Phase != Committed {
 		t.Fatalf("last event %+v", e)
 	}
-	// The same version again is now below the floor: refused.
-	if err := r.in.Offer(ctx, r.keys, r.manifest(t, 2, r.image)); !errors.Is(err, manifest.ErrRollback) {
-		t.Fatalf("replay of v2: %v", err)
+	// An older version is below the floor: refused. The same version
+	// again is answered as committed, without touching the target.
+	if err := r.in.Offer(ctx, r.keys, r.manifest(t, 1, r.image)); !errors.Is(err, manifest.ErrRollback) {
+		t.Fatalf("offer of v1: %v", err)
+	}
+	calls := len(r.fake.Calls)
+	if err := r.in.Offer(ctx, r.keys, r.manifest(t, 2, r.image)); err != nil || r.last().Phase != Committed || len(r.fake.Calls) != calls {
+		t.Fatalf("replay of v2: %v, last event %+v, calls %v", err, r.last(), r.fake.Calls)
+	}
+	bad := r.manifest(t, 2, r.image)
+	bad = bytes.Replace(bad, []byte(`"target"`), []byte(`"targeT"`), 1)
+	if err := r.in.Offer(ctx, r.keys, bad); err == nil || r.last().Phase != Refused {
+		t.Fatalf("altered replay of v2: %v, last event %+v", err, r.last())
 	}
 	// v3 in the same boot (still trial-booted as far as gokrazy is
 	// concerned): verified, then a reboot first, nothing streamed; the
@@ -316,16 +326,19 @@ func TestResumeTidiesCmdline(t *testing.T) {
 }
 
 // TestRunningVersionIsAFloor: a box with an empty store running release 5
-// refuses 5 and below.
+// refuses older releases, answers 5 itself as committed (nothing
+// streamed), and installs 6.
 func TestRunningVersionIsAFloor(t *testing.T) {
 	r := newRig(t)
 	r.in.RunningVersion = 5
-	for _, v := range []uint64{3, 5} {
-		if err := r.in.Offer(context.Background(), r.keys, r.manifest(t, v, r.image)); !errors.Is(err, manifest.ErrRollback) {
-			t.Errorf("v%d on a box running v5: %v", v, err)
-		}
+	ctx := context.Background()
+	if err := r.in.Offer(ctx, r.keys, r.manifest(t, 3, r.image)); !errors.Is(err, manifest.ErrRollback) {
+		t.Errorf("v3 on a box running v5: %v", err)
 	}
-	if err := r.in.Offer(context.Background(), r.keys, r.manifest(t, 6, r.image)); err != nil {
+	if err := r.in.Offer(ctx, r.keys, r.manifest(t, 5, r.image)); err != nil || r.last() != (Event{Phase: Committed, Version: 5}) || len(r.fake.Calls) != 0 {
+		t.Errorf("v5 on a box running v5: %v, last event %+v, calls %v", err, r.last(), r.fake.Calls)
+	}
+	if err := r.in.Offer(ctx, r.keys, r.manifest(t, 6, r.image)); err != nil {
 		t.Errorf("v6: %v", err)
 	}
 }
