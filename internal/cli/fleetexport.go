@@ -26,9 +26,26 @@ func runFleetExport(ctx context.Context, args []string, stdout, stderr io.Writer
 	id := fs.String("id", "", "export id (default: random)")
 	snapshot := fs.Bool("snapshot", false, "upload the camera's latest key frame (one GOP) instead of a clip")
 	wait := fs.Duration("wait", 2*time.Hour, "how long to follow the progress (0: do not)")
+	cancelID := fs.String("cancel", "", "stop the export with this id instead")
 	pos, err := parseArgs(fs, args, 1)
 	if err != nil {
 		return err
+	}
+	if *cancelID != "" {
+		_, op, err := connectOperator(ctx, *dir, *broker, operator.Options{})
+		if err != nil {
+			return err
+		}
+		defer op.Close()
+		r, err := op.Command(ctx, pos[0], "export.cancel", map[string]any{"id": *cancelID}, 30*time.Second)
+		if err != nil {
+			return err
+		}
+		if !r.OK {
+			return fmt.Errorf("%s refused export.cancel: %s", pos[0], r.Error)
+		}
+		fmt.Fprintf(stdout, "%s: cancelling %s\n", pos[0], *cancelID)
+		return nil
 	}
 	if *camera == "" || *uploadURL == "" {
 		return fmt.Errorf("%w: --camera and --url are required", errUsage)
@@ -101,6 +118,8 @@ func runFleetExport(ctx context.Context, args []string, stdout, stderr io.Writer
 				return nil
 			case export.PhaseFailed:
 				return fmt.Errorf("%s %s failed: %s", name, *id, ev.Attrs["reason"])
+			case export.PhaseCancelled:
+				return fmt.Errorf("%s %s was cancelled", name, *id)
 			}
 		}
 	}

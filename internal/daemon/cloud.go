@@ -130,7 +130,7 @@ func (c *cloud) HandleCommand(ctx context.Context, env wire.Envelope, cmd wire.C
 		r = okResult(c.d.status())
 	case "update":
 		r = c.handleUpdate(ctx, cmd)
-	case "export", "clip", "snapshot":
+	case "export", "clip", "snapshot", "export.cancel":
 		r = c.handleExport(ctx, env, cmd)
 	default:
 		r = wire.CommandResult{Error: fmt.Sprintf("unknown command %q", cmd.Name)}

@@ -65,10 +65,23 @@ func (d *daemon) allowExport(kind, camera string) error {
 	return d.decide(g, "")
 }
 
-// handleExport starts an "export", "clip" or "snapshot" command; its
-// progress arrives as "export" events.
+// handleExport starts an "export", "clip" or "snapshot" command (its
+// progress arrives as "export" events), or stops one (export.cancel).
 func (c *cloud) handleExport(ctx context.Context, env wire.Envelope, cmd wire.Command) wire.CommandResult {
 	d := c.d
+	if cmd.Name == "export.cancel" {
+		id, err := export.ParseCancelArgs(cmd.Args)
+		if err == nil && (d.rec == nil || d.rec.exp == nil) {
+			err = export.ErrUnknownJob
+		}
+		if err == nil {
+			err = d.rec.exp.Cancel(id)
+		}
+		if err != nil {
+			return wire.CommandResult{Error: cmd.Name + ": " + err.Error()}
+		}
+		return okResult(map[string]any{"cancelling": true, "id": id})
+	}
 	var req export.Request
 	var err error
 	if cmd.Name == "snapshot" {
@@ -139,6 +152,8 @@ func (d *daemon) exportProgress(ev export.Event) {
 		attrs["reason"] = ev.Reason
 		sev = wire.SeverityWarning
 		d.audit(ctx, "cloud", j.Kind+" "+j.ID, j.Camera, export.Redact(j.URL), "failed: "+ev.Reason)
+	case export.PhaseCancelled:
+		d.audit(ctx, "cloud", j.Kind+" "+j.ID, j.Camera, export.Redact(j.URL), "cancelled")
 	case export.PhaseDone:
 		d.audit(ctx, "cloud", j.Kind+" "+j.ID, j.Camera, export.Redact(j.URL), "ok: uploaded "+strconv.FormatInt(ev.Bytes, 10)+" bytes")
 	}

@@ -376,6 +376,30 @@ func TestExportCommands(t *testing.T) {
 		t.Errorf("audited uploads %v, want export, clip, snapshot", uploaded)
 	}
 
+	// Cancel: an upload stuck in its first chunk stops, and says so.
+	up.cutFirst("/b/cancel.mp4")
+	if res := cmd("export", exportArgs("exp-c", "door", "/b/cancel.mp4")); !res.OK {
+		t.Fatalf("export: %+v", res)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if got, _ := up.file("/b/cancel.mp4"); len(got) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no bytes arrived")
+		}
+	}
+	if res := cmd("export.cancel", map[string]any{"id": "exp-c"}); !res.OK {
+		t.Fatalf("export.cancel: %+v", res)
+	}
+	ev.wait(t, "exp-c", "cancelled", 10*time.Second)
+	if res := cmd("export.cancel", map[string]any{"id": "exp-c"}); res.OK || !strings.Contains(res.Error, "no such export") {
+		t.Errorf("second cancel: %+v", res)
+	}
+	if _, complete := up.file("/b/cancel.mp4"); complete {
+		t.Error("cancelled upload completed")
+	}
+
 	// Restart mid-upload: half of the first chunk arrives, then the daemon
 	// stops; started again, it finishes the job from the server's count.
 	up.cutFirst("/b/restart.mp4")

@@ -172,50 +172,61 @@ type SnapshotRequest struct {
 // ParseSnapshotArgs parses the "snapshot" command's args as strictly as
 // ParseArgs: a msgpack map of exactly id, camera and url (str), each once.
 func ParseSnapshotArgs(b []byte) (SnapshotRequest, error) {
-	var r SnapshotRequest
-	if len(b) > MaxArgBytes {
-		return r, fmt.Errorf("%w: %d bytes, at most %d", ErrArgs, len(b), MaxArgBytes)
+	m, err := strictStrings(b, map[string]int{"id": 64, "camera": 64, "url": maxURLLen})
+	if err != nil {
+		return SnapshotRequest{}, err
 	}
-	dec := msgpack.NewDecoder(bytes.NewReader(b))
-	n, err := dec.DecodeMapLen()
-	if err != nil || n < 0 {
-		return r, fmt.Errorf("%w: not a map", ErrArgs)
-	}
-	if n != 3 {
-		return r, fmt.Errorf("%w: %d keys, want id, camera and url", ErrArgs, n)
-	}
-	seen := map[string]bool{}
-	for range n {
-		k, err := decodeStr(dec, 16)
-		if err != nil {
-			return r, fmt.Errorf("%w: key: %v", ErrArgs, err)
-		}
-		if seen[k] {
-			return r, fmt.Errorf("%w: key %q twice", ErrArgs, k)
-		}
-		seen[k] = true
-		switch k {
-		case "id":
-			r.ID, err = decodeStr(dec, 64)
-		case "camera":
-			r.Camera, err = decodeStr(dec, 64)
-		case "url":
-			r.URL, err = decodeStr(dec, maxURLLen)
-		default:
-			return r, fmt.Errorf("%w: unknown key %q", ErrArgs, k)
-		}
-		if err != nil {
-			return r, fmt.Errorf("%w: %s: %v", ErrArgs, k, err)
-		}
-	}
-	if _, err := dec.PeekCode(); err == nil {
-		return r, fmt.Errorf("%w: trailing bytes", ErrArgs)
-	}
-	if !validID(r.ID) {
-		return r, fmt.Errorf("%w: id %q", ErrArgs, r.ID)
-	}
+	r := SnapshotRequest{ID: m["id"], Camera: m["camera"], URL: m["url"]}
 	if !segment.ValidCamera(r.Camera) {
 		return r, fmt.Errorf("%w: camera %q", ErrArgs, r.Camera)
 	}
 	return r, CheckURL(r.URL)
+}
+
+// ParseCancelArgs parses the "export.cancel" command's args: a msgpack map
+// of exactly id (str), the export to stop.
+func ParseCancelArgs(b []byte) (id string, err error) {
+	m, err := strictStrings(b, map[string]int{"id": 64})
+	return m["id"], err
+}
+
+// strictStrings reads a msgpack map whose keys are exactly those of want,
+// each once, each a str of at most want[key] bytes, with nothing after
+// it; an "id" must be a valid export id.
+func strictStrings(b []byte, want map[string]int) (map[string]string, error) {
+	if len(b) > MaxArgBytes {
+		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrArgs, len(b), MaxArgBytes)
+	}
+	dec := msgpack.NewDecoder(bytes.NewReader(b))
+	n, err := dec.DecodeMapLen()
+	if err != nil || n < 0 {
+		return nil, fmt.Errorf("%w: not a map", ErrArgs)
+	}
+	if n != len(want) {
+		return nil, fmt.Errorf("%w: %d keys, want %d", ErrArgs, n, len(want))
+	}
+	out := map[string]string{}
+	for range n {
+		k, err := decodeStr(dec, 16)
+		if err != nil {
+			return nil, fmt.Errorf("%w: key: %v", ErrArgs, err)
+		}
+		max, ok := want[k]
+		if !ok {
+			return nil, fmt.Errorf("%w: unknown key %q", ErrArgs, k)
+		}
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("%w: key %q twice", ErrArgs, k)
+		}
+		if out[k], err = decodeStr(dec, max); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrArgs, k, err)
+		}
+	}
+	if _, err := dec.PeekCode(); err == nil {
+		return nil, fmt.Errorf("%w: trailing bytes", ErrArgs)
+	}
+	if _, ok := want["id"]; ok && !validID(out["id"]) {
+		return nil, fmt.Errorf("%w: id %q", ErrArgs, out["id"])
+	}
+	return out, nil
 }

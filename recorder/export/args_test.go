@@ -135,3 +135,31 @@ func FuzzParseSnapshotArgs(f *testing.F) {
 		}
 	})
 }
+
+func TestParseCancelArgs(t *testing.T) {
+	if id, err := ParseCancelArgs(enc(t, map[string]any{"id": "exp-1"})); err != nil || id != "exp-1" {
+		t.Fatalf("got %q, %v", id, err)
+	}
+	for name, in := range map[string][]byte{
+		"empty map":   enc(t, map[string]any{}),
+		"bad id":      enc(t, map[string]any{"id": "../x"}),
+		"extra key":   enc(t, map[string]any{"id": "a", "camera": "door"}),
+		"id as bin":   enc(t, map[string]any{"id": []byte("a")}),
+		"not a map":   enc(t, []string{"id", "a"}),
+		"trailing":    append(enc(t, map[string]any{"id": "a"}), 0xc0),
+		"unknown key": enc(t, map[string]any{"ids": "a"}),
+	} {
+		if _, err := ParseCancelArgs(in); !errors.Is(err, ErrArgs) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func FuzzParseCancelArgs(f *testing.F) {
+	f.Add(enc(f, map[string]any{"id": "exp-1"}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if id, err := ParseCancelArgs(b); err == nil && !validID(id) {
+			t.Fatalf("accepted %q", id)
+		}
+	})
+}

@@ -43,6 +43,7 @@ const (
 	PhaseUploading = "uploading"
 	PhaseDone      = "done"
 	PhaseFailed    = "failed"
+	PhaseCancelled = "cancelled"
 )
 
 // Event is one progress report.
@@ -91,10 +92,10 @@ type Exporter struct {
 	Log      *slog.Logger
 
 	mu      sync.Mutex
-	ctx     context.Context // set by Run
-	started map[string]bool
-	turn    chan struct{} // one clip upload at a time
-	snap    chan struct{} // and one snapshot, so it does not wait an hour behind a clip
+	ctx     context.Context                    // set by Run
+	started map[string]context.CancelCauseFunc // the jobs with a goroutine, by id
+	turn    chan struct{}                      // one clip upload at a time
+	snap    chan struct{}                      // and one snapshot, so it does not wait an hour behind a clip
 	wg      sync.WaitGroup
 }
 
@@ -202,39 +203,73 @@ func (e *Exporter) Wait() { e.wg.Wait() }
 func (e *Exporter) spawn(j Job) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.ctx == nil || e.started[j.ID] {
+	if e.ctx == nil || e.started[j.ID] != nil {
 		return // Run picks it up from the store
 	}
 	if e.started == nil {
-		e.started = map[string]bool{}
+		e.started = map[string]context.CancelCauseFunc{}
 		e.turn = make(chan struct{}, 1)
 		e.snap = make(chan struct{}, 1)
 	}
-	e.started[j.ID] = true
-	ctx := e.ctx
+	parent := e.ctx
+	ctx, cancel := context.WithCancelCause(parent)
+	e.started[j.ID] = cancel
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
-		e.run(ctx, j)
+		e.run(parent, ctx, j)
 	}()
 }
 
-func (e *Exporter) run(ctx context.Context, j Job) {
+// run runs one job in ctx, a child of Run's parent context that Cancel
+// ends.
+func (e *Exporter) run(parent, ctx context.Context, j Job) {
 	turn := e.turn
 	if j.Kind == KindSnapshot {
 		turn = e.snap
 	}
+	var err error
 	select {
 	case turn <- struct{}{}:
+		err = e.upload(ctx, &j)
+		<-turn
 	case <-ctx.Done():
-		return
 	}
-	defer func() { <-turn }()
-	err := e.upload(ctx, &j)
-	if ctx.Err() != nil {
+	switch {
+	case parent.Err() != nil:
 		return // stays stored: resumed at the next start
+	case errors.Is(context.Cause(ctx), ErrCancelled):
+		err = ErrCancelled
 	}
 	e.finish(j, err)
+}
+
+// ErrCancelled ends a job that Cancel stopped.
+var ErrCancelled = errors.New("export: cancelled")
+
+// ErrUnknownJob: Cancel found no such job.
+var ErrUnknownJob = errors.New("export: no such export under way")
+
+// Cancel stops job id, queued or uploading; it ends as PhaseCancelled.
+// A job that finishes before the cancel reaches it ends as it ended.
+func (e *Exporter) Cancel(id string) error {
+	e.mu.Lock()
+	cancel := e.started[id]
+	e.mu.Unlock()
+	if cancel != nil {
+		cancel(ErrCancelled)
+		return nil
+	}
+	var j Job
+	err := e.Store.View(func(tx *bolt.Tx) (err error) { j, err = jobs.Get(tx, id); return err })
+	if errors.Is(err, store.ErrNotFound) {
+		return ErrUnknownJob
+	}
+	if err != nil {
+		return err
+	}
+	e.finish(j, ErrCancelled) // stored, not started (Run is not running)
+	return nil
 }
 
 // finish ends a job: removed from the store, hold released, reported.
@@ -244,8 +279,16 @@ func (e *Exporter) finish(j Job, err error) {
 	}
 	e.Holds.Release(j.ID)
 	e.mu.Lock()
+	if cancel := e.started[j.ID]; cancel != nil {
+		cancel(nil)
+	}
 	delete(e.started, j.ID)
 	e.mu.Unlock()
+	if errors.Is(err, ErrCancelled) {
+		e.log().Info("export cancelled", "id", j.ID, "camera", j.Camera, "url", Redact(j.URL))
+		e.progress(Event{Job: j, Phase: PhaseCancelled, Bytes: j.Size, Reason: "cancelled by the fleet"})
+		return
+	}
 	if err != nil {
 		e.log().Warn("export failed", "id", j.ID, "camera", j.Camera, "url", Redact(j.URL), "err", err)
 		e.progress(Event{Job: j, Phase: PhaseFailed, Bytes: j.Size, Reason: err.Error()})

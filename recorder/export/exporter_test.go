@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -662,5 +663,57 @@ func TestSnapshotBesideExport(t *testing.T) {
 	}
 	if _, complete := fast.file(); !complete {
 		t.Error("snapshot not at the server")
+	}
+}
+
+// TestCancel: an upload under way and a job waiting for its turn both end
+// as cancelled, out of the store and off hold; an unknown id is an error.
+func TestCancel(t *testing.T) {
+	f := newFixture(t, 8)
+	rs := &resumable{block: make(chan struct{})}
+	srv := httptest.NewTLSServer(rs)
+	defer srv.Close()
+	defer close(rs.block)
+	ev := &events{}
+	e := f.exporter(t, srv, &fakeClock{}, ev, io.Discard)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); e.Wait() }()
+	go e.Run(ctx)
+	waitRunning(e)
+	for _, id := range []string{"first", "second"} {
+		if _, err := e.Submit("export", request(srv, id, 0, 4*time.Second), rt0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev.wait(t, PhaseUploading)
+	for _, id := range []string{"second", "first"} {
+		if err := e.Cancel(id); err != nil {
+			t.Fatalf("cancel %s: %v", id, err)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		n := 0
+		ev.mu.Lock()
+		for _, x := range ev.got {
+			if x.Phase == PhaseCancelled {
+				n++
+			}
+		}
+		ev.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("phases %v", ev.phases())
+		}
+	}
+	if jobs, _ := e.Load(); len(jobs) != 0 || e.Holds.Held("door", rt0, rt0.Add(time.Second)) {
+		t.Errorf("after cancel: jobs %v, held %v", jobs, e.Holds.Held("door", rt0, rt0.Add(time.Second)))
+	}
+	if slices.Contains(ev.phases(), PhaseDone) || slices.Contains(ev.phases(), PhaseFailed) {
+		t.Errorf("phases %v", ev.phases())
+	}
+	if err := e.Cancel("nosuch"); !errors.Is(err, ErrUnknownJob) {
+		t.Errorf("cancel unknown: %v", err)
 	}
 }
