@@ -73,10 +73,10 @@ const MaxJobs = 16
 
 // Exporter runs exports: a Submit stores the job and holds its segments
 // from retention; one job at a time is measured and uploaded (and one
-// snapshot beside it); at its end,
-// done or failed, the job is deleted and its hold released. Jobs in the
-// store are held again by Load and go on after Run starts, so a restart
-// resumes them. Set the fields, then Load, then Run.
+// snapshot beside it); at its end, done, failed or cancelled, the job is
+// deleted and its hold released. Jobs in the store are held again by Load
+// and go on after Run starts, so a restart resumes them. Set the fields,
+// then Load, then Run.
 type Exporter struct {
 	Store *store.Store
 	Index Lister
