@@ -72,7 +72,7 @@ var errReorder = errors.New("frames reordered deeper than the SPS says")
 // Extract implements dtsSource; au is not looked at.
 func (g *reorderDTS) Extract(_ [][]byte, pts int64) (int64, error) {
 	if g.r == 0 {
-		if g.n > 0 && pts <= g.prev {
+		if g.n > 0 && pts < g.prev { // an equal one is dropped downstream, like any repeated DTS
 			return 0, fmt.Errorf("%w (none): PTS %d after %d", errReorder, pts, g.prev)
 		}
 		g.n++
@@ -93,7 +93,7 @@ func (g *reorderDTS) Extract(_ [][]byte, pts int64) (int64, error) {
 	} else {
 		dts = g.top[0] // the (r+1)-th largest PTS so far
 	}
-	if dts > pts || (g.n > 0 && dts <= g.prev) {
+	if dts > pts || (g.n > 0 && dts < g.prev) {
 		return 0, fmt.Errorf("%w (%d): PTS %d gives DTS %d after %d", errReorder, g.r, pts, dts, g.prev)
 	}
 	g.n++
