@@ -78,6 +78,9 @@ type h264Depack struct {
 	buf    h264Buffer
 	dts    dtsSource
 	params videoParams
+	// noReorder: this stream broke what its SPS declared; mediacommon's
+	// extractor takes over for the rest of the session.
+	noReorder bool
 }
 
 func newH264Depack(mode int, sps, pps []byte) (*h264Depack, error) {
@@ -144,7 +147,7 @@ func (d *h264Depack) push(pkt *rtp.Packet, pts int64) (*unit, error) {
 			d.dts = nil // the new SPS may reorder differently
 		}
 		if d.dts == nil {
-			if g := newReorderDTS(d.params.sps); g != nil {
+			if g := newReorderDTS(d.params.sps); g != nil && !d.noReorder {
 				d.dts = g
 			} else {
 				x := &h264.DTSExtractor{}
@@ -158,6 +161,7 @@ func (d *h264Depack) push(pkt *rtp.Packet, pts int64) (*unit, error) {
 	dts, err := d.dts.Extract(au, pts)
 	if err != nil {
 		d.dts = nil
+		d.noReorder = d.noReorder || errors.Is(err, errReorder)
 		return nil, fmt.Errorf("h264 DTS: %w", err)
 	}
 	return &unit{au: au, pts: pts, dts: dts, key: idr}, nil

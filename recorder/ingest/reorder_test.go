@@ -3,6 +3,12 @@ package ingest
 import (
 	"errors"
 	"testing"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
+
+	"github.com/outpost-gw/outpost/recorder"
+	"github.com/outpost-gw/outpost/recorder/synth"
 )
 
 // TestReorderDTS: DTS from PTS alone for streams with B-frames: strictly
@@ -57,5 +63,81 @@ func TestReorderDTS(t *testing.T) {
 				t.Fatalf("no error at frame %d", tc.bad)
 			}
 		})
+	}
+}
+
+// TestH264DepackReorder: a stream with reordered frames whose SPS says
+// so (synth's Reorder: one reorder frame, 25 fps) gets DTS one frame
+// apart from the first IDR on, one frame before its PTS; the same frames
+// under an SPS that declares none fail once and then go to mediacommon's
+// extractor for the rest of the session.
+func TestH264DepackReorder(t *testing.T) {
+	enc := &rtph264.Encoder{PayloadType: 96, PacketizationMode: 1}
+	if err := enc.Init(); err != nil {
+		t.Fatal(err)
+	}
+	reo, err := synth.New(synth.Options{Width: 64, Height: 48, FPS: 25, GOP: 10, Reorder: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, _ := synth.New(synth.Options{Width: 64, Height: 48, FPS: 25, GOP: 10})
+	var samples []recorder.Sample
+	for range 40 {
+		samples = append(samples, reo.Next())
+	}
+	run := func(sps, pps []byte) ([]*unit, []error, *h264Depack) {
+		d, err := newH264Depack(1, sps, pps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var units []*unit
+		var errs []error
+		for _, s := range samples {
+			var au [][]byte
+			for _, n := range s.AU {
+				if typ := n[0] & 0x1F; typ != 7 && typ != 8 {
+					au = append(au, n)
+				}
+			}
+			pkts, err := enc.Encode(au)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pts := int64(s.PTS * 90000 / time.Second)
+			for _, p := range pkts {
+				p.Timestamp = uint32(pts)
+				u, err := d.push(p, pts)
+				if err != nil {
+					errs = append(errs, err)
+				}
+				if u != nil {
+					units = append(units, u)
+				}
+			}
+		}
+		return units, errs, d
+	}
+	tr := reo.Track()
+	units, errs, _ := run(tr.SPS, tr.PPS)
+	if len(errs) > 0 || len(units) != len(samples) {
+		t.Fatalf("%d units of %d, errors %v", len(units), len(samples), errs)
+	}
+	for i, u := range units {
+		if want := units[0].pts - 3600 + int64(i)*3600; u.dts != want || u.dts > u.pts {
+			t.Errorf("unit %d: DTS %d PTS %d, want DTS %d", i, u.dts, u.pts, want)
+		}
+	}
+	tr = plain.Track()
+	_, errs, d := run(tr.SPS, tr.PPS)
+	if len(errs) == 0 || !errors.Is(errs[0], errReorder) {
+		t.Fatalf("errors %v, want errReorder first", errs)
+	}
+	for _, err := range errs[1:] { // mediacommon's own complaints
+		if errors.Is(err, errReorder) {
+			t.Errorf("reorderDTS used again after it failed: %v", err)
+		}
+	}
+	if !d.noReorder {
+		t.Error("noReorder not set")
 	}
 }
