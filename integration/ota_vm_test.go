@@ -369,6 +369,14 @@ func TestOTAInQEMU(t *testing.T) {
 	v.waitVersion(t, "v5", 60*time.Second)
 	t.Logf("TIMING v5 resumed after the last cut → committed: %.0fs", time.Since(phase).Seconds())
 
+	// Pushing v5 again (a re-run rollout) is answered at once: committed.
+	phase = time.Now()
+	out = push(rels["v5"], true)
+	if !strings.Contains(out, "committed") {
+		t.Errorf("re-push of v5:\n%s", out)
+	}
+	t.Logf("TIMING re-push of the installed v5: %.1fs", time.Since(phase).Seconds())
+
 	// v6's daemon crashes at every start of its trial boot, never reaching
 	// the health gate: the trial guard reboots after 3 starts, the box
 	// comes back on v5 and reports the fall-back.
