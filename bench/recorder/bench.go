@@ -29,9 +29,10 @@ type options struct {
 	Bitrate       int64
 	FPS, GOP      int
 	Width, Height int
-	Outpostd      string // the daemon binary
-	Self          string // this program, run again as the floor
-	Dir           string // scratch space
+	Outpostd      string   // the daemon binary
+	Env           []string // added to outpostd's environment
+	Self          string   // this program, run again as the floor
+	Dir           string   // scratch space
 	Log           func(format string, args ...any)
 }
 
@@ -157,6 +158,7 @@ func run(ctx context.Context, o options) (result, error) {
 	defer logf.Close()
 	od := exec.CommandContext(ctx, o.Outpostd, "-config", cfgPath, "-data", data, "-fleet", filepath.Join(o.Dir, "no-fleet.json"))
 	od.Stdout, od.Stderr = logf, logf
+	od.Env = append(os.Environ(), o.Env...)
 	if err := od.Start(); err != nil {
 		return res, err
 	}

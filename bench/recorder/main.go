@@ -35,6 +35,7 @@ func main() {
 	size := flag.String("size", "640x360", "picture size (an I_PCM key frame must fit the GOP's budget)")
 	bin := flag.String("outpostd", "", "outpostd binary (default: built from this checkout)")
 	keep := flag.Bool("keep", false, "keep the scratch directory (recordings, logs)")
+	env := flag.String("env", "", "extra environment for outpostd only, comma-separated (e.g. GOGC=200)")
 	flag.Parse()
 	var w, h int
 	if _, err := fmt.Sscanf(*size, "%dx%d", &w, &h); err != nil {
@@ -68,7 +69,7 @@ func main() {
 		sub := filepath.Join(dir, fmt.Sprintf("n%d", n))
 		os.MkdirAll(sub, 0o755)
 		r, err := run(context.Background(), options{N: n, D: *d, Bitrate: *bitrate, FPS: 25, GOP: 50, Width: w, Height: h,
-			Outpostd: *bin, Self: self, Dir: sub, Log: log.Printf})
+			Outpostd: *bin, Env: splitEnv(*env), Self: self, Dir: sub, Log: log.Printf})
 		if err != nil {
 			log.Fatalf("N=%d: %v", n, err)
 		}
@@ -94,6 +95,13 @@ func buildOutpostd(out string) error {
 		return fmt.Errorf("go build ./pkgs/outpostd: %w\n%s", err, b)
 	}
 	return nil
+}
+
+func splitEnv(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
 }
 
 func loadavg() string {
