@@ -121,7 +121,6 @@ type Writer struct {
 	kept   []*track // in file order
 	lead   *track   // cuts segments and parts: the first video track
 	seg    *openSegment
-	buf    seekablebuffer.Buffer
 	stats  Stats
 	noSync bool // benchmarks only
 }
@@ -597,6 +596,11 @@ func (t *track) estimate() int64 {
 	return int64(t.timescale) / 25
 }
 
+// partBufs hold marshalled parts between Marshal and the file's Write:
+// shared by all writers, so that a box with many cameras keeps a few
+// part-sized buffers, not one (grown to twice a key-frame part) each.
+var partBufs = sync.Pool{New: func() any { return new(seekablebuffer.Buffer) }}
+
 // flushPart appends the buffered samples as one part and fsyncs the file,
 // creating it (and fsyncing its directory) on the first part.
 func (w *Writer) flushPart() error {
@@ -611,18 +615,21 @@ func (w *Writer) flushPart() error {
 			t.samples = nil
 		}
 	}
+	buf := partBufs.Get().(*seekablebuffer.Buffer)
+	defer partBufs.Put(buf)
+	buf.Reset()
+	buf.Grow(len(seg.init) + seg.partBytes + 16*seg.partUnits + 4096) // no doubling past the part's size
 	seg.partUnits, seg.partBytes = 0, 0
-	w.buf.Reset()
 	if seg.f == nil {
 		if err := w.create(seg); err != nil {
 			return err
 		}
-		w.buf.Write(seg.init)
+		buf.Write(seg.init)
 	}
-	if err := part.Marshal(&w.buf); err != nil {
+	if err := part.Marshal(buf); err != nil {
 		return fmt.Errorf("segment: marshal part: %w", err)
 	}
-	if _, err := seg.f.Write(w.buf.Bytes()); err != nil {
+	if _, err := seg.f.Write(buf.Bytes()); err != nil {
 		return fmt.Errorf("segment: write %s: %w", seg.path, err)
 	}
 	if !w.noSync {
@@ -637,10 +644,10 @@ func (w *Writer) flushPart() error {
 	for _, t := range w.kept {
 		t.flushed, t.flushedPTS = t.next, t.maxPTS
 	}
-	seg.size += int64(len(w.buf.Bytes()))
+	seg.size += int64(buf.Len())
 	seg.parts++
 	w.stats.Parts++
-	w.stats.Bytes += int64(len(w.buf.Bytes()))
+	w.stats.Bytes += int64(buf.Len())
 	return nil
 }
 
