@@ -36,7 +36,9 @@ func FuzzParams(f *testing.F) {
 
 // FuzzSegment feeds arbitrary bytes to the segment reader as one segment
 // file: it must not panic, and never write more than it read (parts are
-// copied, not made up). The seeds are a real two-track segment, cut short.
+// copied, not made up). The seeds are a real two-track segment, cut short,
+// and the committed corpus in testdata/fuzz/FuzzSegment (empty, garbage, an
+// init alone, parts without an init, boxes with bad sizes, a whole segment).
 func FuzzSegment(f *testing.F) {
 	root := f.TempDir()
 	recs := record(f, root, rec{fps: 10, gop: 5, seg: time.Minute, part: 200 * time.Millisecond, audio: recorder.Opus,
