@@ -2,9 +2,7 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -51,18 +49,7 @@ func (d *daemon) setupRecording() (*recording, error) {
 	if err := os.MkdirAll(r.root, 0o700); err != nil {
 		return nil, fmt.Errorf("recordings: %w", err)
 	}
-	found, err := segment.Scan(r.root)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		log.Warn("scanning recordings", "err", err)
-	}
-	for _, info := range found {
-		if info.Trimmed > 0 {
-			log.Info("repaired a segment cut by a power failure", "file", info.Path, "trimmed_bytes", info.Trimmed)
-		}
-		if _, err := r.add(info); err != nil {
-			log.Warn("indexing a segment", "file", info.Path, "err", err)
-		}
-	}
+	r.reindex(log)
 	rc := d.cfg.Recorder
 	r.cleaner = &retention.Cleaner{
 		Root: r.root, Index: r.ix, Disk: d.o.Sensors.Disk,
@@ -82,6 +69,7 @@ func (d *daemon) setupRecording() (*recording, error) {
 	}
 	r.hls = hls.New(hls.Config{Log: log.With("component", "hls")})
 	r.exp = d.newExporter(r, log)
+	var err error
 	if r.live, err = d.startLive(); err != nil {
 		// Recording matters more than live viewing: carry on without it.
 		log.Error("live restream off", "err", err)
@@ -129,6 +117,15 @@ func (d *daemon) setupRecording() (*recording, error) {
 }
 
 func (r *recording) add(info segment.SegmentInfo) (index.Recording, error) {
+	rec, err := r.entry(info)
+	if err != nil {
+		return rec, err
+	}
+	return rec, r.ix.Add(rec)
+}
+
+// entry is info's index entry, its file relative to the recordings root.
+func (r *recording) entry(info segment.SegmentInfo) (index.Recording, error) {
 	rel, err := filepath.Rel(r.root, info.Path)
 	if err != nil || strings.HasPrefix(rel, "..") {
 		return index.Recording{}, fmt.Errorf("segment %s outside the recordings root", info.Path)
@@ -137,8 +134,7 @@ func (r *recording) add(info segment.SegmentInfo) (index.Recording, error) {
 	for i, c := range info.Codecs {
 		codecs[i] = string(c)
 	}
-	rec := index.Recording{Camera: info.Camera, File: rel, Start: info.Start, Duration: info.Duration, Bytes: info.Bytes, Codecs: codecs}
-	return rec, r.ix.Add(rec)
+	return index.Recording{Camera: info.Camera, File: rel, Start: info.Start, Duration: info.Duration, Bytes: info.Bytes, Codecs: codecs}, nil
 }
 
 // run runs every camera until ctx ends; the open segments are closed (and

@@ -1,7 +1,8 @@
 // Package index keeps the recorder's segments by camera and start time in
 // the state store, so that listing and playback never walk the disk. The
-// files are the truth: Rebuild makes the index anew from them (after a lost
-// store, or at start-up for segments closed while the daemon was dying).
+// files are the truth: at start-up Rebuild makes the index agree with them
+// (after a lost store, segments closed while the daemon was dying, files
+// deleted by hand, or a crash between a file's removal and its entry's).
 package index
 
 import (
