@@ -74,7 +74,8 @@ func TestApplyFleetAndVersion(t *testing.T) {
 	if files, _ := pc["ExtraFileContents"].(map[string]any); !strings.Contains(files[FleetPathInImage].(string), "acme") {
 		t.Errorf("fleet file not baked in: %v", pc)
 	}
-	if fl := strs(pc["GoBuildFlags"]); len(fl) != 1 || !strings.Contains(fl[0], "buildinfo.Version=v1.2.3 -X a.b=c") {
+	if fl := strs(pc["GoBuildFlags"]); len(fl) != 1 || !strings.Contains(fl[0], "buildinfo.Version=v1.2.3 ") ||
+		!strings.Contains(fl[0], "buildinfo.buildUnix=") || !strings.HasSuffix(fl[0], " -X a.b=c") {
 		t.Errorf("GoBuildFlags = %v", fl)
 	}
 	const ntp = "github.com/gokrazy/gokrazy/cmd/ntp"

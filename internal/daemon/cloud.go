@@ -122,6 +122,7 @@ func (c *cloud) run(ctx context.Context) error {
 // HandleCommand is the one dispatcher for commands from the fleet: each
 // command goes to the subsystem that owns it, and to the audit log.
 func (c *cloud) HandleCommand(ctx context.Context, env wire.Envelope, cmd wire.Command) wire.CommandResult {
+	c.observeFleetTime(env)
 	var r wire.CommandResult
 	switch cmd.Name {
 	case "ping":
@@ -148,6 +149,7 @@ func (c *cloud) HandleCommand(ctx context.Context, env wire.Envelope, cmd wire.C
 // kept, and then the daemon restarts its components on it. A bad config is
 // refused with the reason, and the running one stays.
 func (c *cloud) HandleConfig(ctx context.Context, env wire.Envelope, want wire.ConfigDesired) wire.ConfigReported {
+	c.observeFleetTime(env)
 	d := c.d
 	cur, err := d.appliedConfigVersion()
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/outpost-gw/outpost/cloudlink"
 	"github.com/outpost-gw/outpost/cloudlink/wire"
 	"github.com/outpost-gw/outpost/internal/buildinfo"
+	"github.com/outpost-gw/outpost/internal/trustclock"
 	"github.com/outpost-gw/outpost/ota/install"
 	"github.com/outpost-gw/outpost/ota/manifest"
 )
@@ -41,18 +42,50 @@ type updateArgs struct {
 	Manifest []byte `msgpack:"manifest"`
 }
 
-// otaState holds the installer, made on first use.
+// otaState holds the installer, made on first use, and the trusted clock
+// its expiry checks use.
 type otaState struct {
-	once sync.Once
-	in   *install.Installer
-	err  error
+	once     sync.Once
+	in       *install.Installer
+	err      error
+	clkOnce  sync.Once
+	clk      *trustclock.Clock
+	clkStart sync.Once
+}
+
+func (c *cloud) otaState() *otaState {
+	v, _ := otaByCloud.LoadOrStore(c, &otaState{})
+	return v.(*otaState)
+}
+
+// trustClock is the box's trusted clock (docs/ota.md, "trusted clock"):
+// never below the image's build time, the last trusted time kept in the
+// store, and the fleet's time seen in messages (observeFleetTime); the
+// system clock is kept in the store while the cloud link's TLS handshake
+// vouches for it.
+func (c *cloud) trustClock() *trustclock.Clock {
+	s := c.otaState()
+	s.clkOnce.Do(func() {
+		s.clk = &trustclock.Clock{
+			Store: c.d.st, Build: buildinfo.BuildTime(), Log: c.d.log.With("component", "trustclock"),
+			Vouched: func() bool { l := c.link.Load(); return l != nil && l.State() == cloudlink.StateOnline },
+		}
+	})
+	return s.clk
+}
+
+// observeFleetTime takes the time of a message from the fleet (it came over
+// the mutually authenticated link) as a lower bound of the current time.
+func (c *cloud) observeFleetTime(env wire.Envelope) {
+	if !env.Time.IsZero() {
+		c.trustClock().Observe(env.Time)
+	}
 }
 
 var otaByCloud sync.Map // *cloud → *otaState (kept out of the shared struct)
 
 func (c *cloud) installer(ctx context.Context) (*install.Installer, error) {
-	v, _ := otaByCloud.LoadOrStore(c, &otaState{})
-	s := v.(*otaState)
+	s := c.otaState()
 	s.once.Do(func() {
 		d := c.d
 		if d.fleet == nil || len(d.fleet.OTARoot.Keys) == 0 {
@@ -82,6 +115,7 @@ func (c *cloud) installer(ctx context.Context) (*install.Installer, error) {
 		s.in = &install.Installer{
 			Store: d.st, Root: manifest.RootOfTrust{Keys: keys, Threshold: d.fleet.OTARoot.Threshold},
 			HWTarget: hwTarget(), RunningVersion: runningRelease(buildinfo.Version), Target: tgt, Client: client, Log: log,
+			Now:    c.trustClock().Now,
 			Health: c.healthGate, Window: d.cfg.Cloud.UpdateHealthWindow.D(),
 			Progress: func(e install.Event) {
 				if g := d.o.TrialGuard; g != nil && (e.Phase == install.Committed || e.Phase == install.RolledBack) {
@@ -201,6 +235,7 @@ func (c *cloud) handleUpdate(ctx context.Context, cmd wire.Command) wire.Command
 
 // otaResume continues an update a reboot interrupted (health gate included).
 func (c *cloud) otaResume(ctx context.Context) {
+	c.otaState().clkStart.Do(func() { go c.trustClock().Run(ctx, 10*time.Minute) })
 	if c.d.fleet == nil || len(c.d.fleet.OTARoot.Keys) == 0 {
 		return
 	}
