@@ -48,9 +48,16 @@ func (d *daemon) authorize(ctx context.Context, tok string, g Grant) (tokens.Cla
 		return tokens.Claims{}, errors.New("viewer access needs a fleet key (this box has no fleet file)")
 	}
 	if tok == "" {
+		// Audited once a minute per source: a page polling after its
+		// session ended must not fill the log.
+		if d.anon.first(g.Remote, time.Now()) {
+			d.audit(ctx, "anonymous", g.What, g.Camera, g.Source, "denied: no viewer token")
+		}
 		return tokens.Claims{}, errors.Join(errUnauthenticated, errors.New("a viewer token is required (outpost fleet token)"))
 	}
-	claims, err := v.Verify(tok)
+	// A single-use token is spent only once the request is allowed: a
+	// request for another camera or action must not burn it.
+	claims, err := v.Check(tok)
 	if err == nil {
 		err = claims.Grants(g.Camera, g.Action)
 	}
@@ -64,6 +71,10 @@ func (d *daemon) authorize(ctx context.Context, tok string, g Grant) (tokens.Cla
 	if err := d.decide(g, claims.User); err != nil {
 		d.audit(ctx, claims.User, g.What, g.Camera, g.Source, "denied: "+err.Error())
 		return claims, err
+	}
+	if err := v.Spend(claims); err != nil {
+		d.audit(ctx, claims.User, g.What, g.Camera, g.Source, "denied: "+err.Error())
+		return claims, errors.Join(errUnauthenticated, err)
 	}
 	if !g.Quiet {
 		d.audit(ctx, claims.User, g.What, g.Camera, g.Source, "ok")
@@ -187,12 +198,46 @@ func (d *daemon) viewerOn(path access.Path, action string, camera func(*http.Req
 			code := http.StatusForbidden
 			if errors.Is(err, errUnauthenticated) {
 				code = http.StatusUnauthorized
+			}
+			if guessed(err) {
 				d.noteFailure(r)
 			}
 			httpError(w, code, "%v", err)
 			return
 		}
 		next(w, r.WithContext(context.WithValue(r.Context(), claimsKey{}, claims)))
+	}
+}
+
+// installerView guards what the installer reads without a token (the
+// box's status: no video, but the claim code and the camera list). It is
+// open to the site LAN and to the box itself (loopback); from anywhere
+// else (a tunnel, a forwarded port) it needs a viewer token with the admin
+// action. Off-site grants are audited once a minute per source (the page
+// polls every two seconds); refusals always.
+func (d *daemon) installerView(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		a := access.RemoteAddr(r.RemoteAddr)
+		if a.IsLoopback() || d.site().Contains(a) {
+			next(w, r)
+			return
+		}
+		tok, _ := d.requestToken(r)
+		g := Grant{Path: access.PathLAN, Action: tokens.ActionAdmin, Remote: a,
+			Source: r.RemoteAddr + " " + r.UserAgent(), What: "status " + r.Method + " " + r.URL.Path,
+			Quiet: !d.statusAudit.first(a, time.Now())}
+		if _, err := d.authorize(r.Context(), tok, g); err != nil {
+			code := http.StatusForbidden
+			if errors.Is(err, errUnauthenticated) {
+				code = http.StatusUnauthorized
+			}
+			if guessed(err) {
+				d.noteFailure(r)
+			}
+			httpError(w, code, "from outside the site LAN the status needs a viewer token with the admin action: %v", err)
+			return
+		}
+		next(w, r)
 	}
 }
 

@@ -182,20 +182,23 @@ func loadConfig(o Options) (config.Config, error) {
 }
 
 type daemon struct {
-	o        Options
-	cfg      config.Config
-	fleet    *config.Fleet
-	log      *slog.Logger
-	started  time.Time
-	board    hardware.Board
-	bootID   string
-	st       *store.Store
-	petter   *hardware.Petter
-	boot     Boot
-	auditLog *audit.Log
-	cloud    *cloud
-	rec      *recording
-	locks    lockout // failed sign-ins and tokens per source
+	o           Options
+	cfg         config.Config
+	fleet       *config.Fleet
+	log         *slog.Logger
+	started     time.Time
+	board       hardware.Board
+	bootID      string
+	st          *store.Store
+	petter      *hardware.Petter
+	boot        Boot
+	auditLog    *audit.Log
+	cloud       *cloud
+	rec         *recording
+	locks       lockout // failed sign-ins and tokens per source
+	rates       rateLimits
+	anon        minutely // audited requests without a token, per source
+	statusAudit minutely // audited off-site status views, per source
 	// restart stops the components so that Run starts them again.
 	restart func(reason string)
 }

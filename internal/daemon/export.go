@@ -50,7 +50,9 @@ func (d *daemon) newExporter(r *recording, log *slog.Logger) *export.Exporter {
 }
 
 // allowExport applies the camera's modes to a cloud upload: every cloud
-// path is off-site, so on-prem and recording-only cameras are refused.
+// path is off-site, so on-prem and recording-only cameras are refused. A
+// snapshot is a current still taken from the recording: both the live
+// and the recorded mode must let it out.
 func (d *daemon) allowExport(kind, camera string) error {
 	if !d.rec.known(camera) {
 		return fmt.Errorf("unknown camera %q", camera)
@@ -60,7 +62,11 @@ func (d *daemon) allowExport(kind, camera string) error {
 	case "clip":
 		g.Path = access.PathCloudClip
 	case "snapshot":
-		g.Path, g.Action = access.PathCloudSnapshot, tokens.ActionLive // a current still
+		g.Path = access.PathCloudSnapshot
+		if err := d.decide(g, ""); err != nil { // recorded video (the latest closed segment)
+			return err
+		}
+		g.Action = tokens.ActionLive // and a view of the present
 	}
 	return d.decide(g, "")
 }

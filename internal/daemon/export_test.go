@@ -430,7 +430,8 @@ func TestExportCommands(t *testing.T) {
 
 // TestExportModes: the cloud's export, clip and snapshot commands against
 // every on-premise mode. Cloud paths are off-site, so only global modes
-// (and for a snapshot, live global) let video out.
+// let video out; a snapshot (a still from the recording, of the present)
+// needs both the live and the recorded mode global.
 func TestExportModes(t *testing.T) {
 	cfg := testConfig()
 	cfg.LAN.SiteSubnets = []string{"192.168.1.0/24"}
@@ -449,8 +450,8 @@ func TestExportModes(t *testing.T) {
 	want := map[string][3]bool{ // export, clip, snapshot allowed
 		"open":       {true, true, true},
 		"rec-global": {true, true, false},
-		"rec-onprem": {false, false, true},
-		"rec-only":   {false, false, true},
+		"rec-onprem": {false, false, false},
+		"rec-only":   {false, false, false},
 		"live-users": {true, true, false},
 		"unknown":    {false, false, false},
 	}

@@ -83,7 +83,7 @@ type Disk struct {
 func (d *daemon) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", d.handleHealthz)
-	mux.HandleFunc("GET /api/v1/status", d.handleStatus)
+	mux.HandleFunc("GET /api/v1/status", d.installerView(d.handleStatus))
 	mux.HandleFunc("GET /api/v1/cameras", d.viewer(tokens.ActionLive, d.handleCameras))
 	mux.HandleFunc("GET /api/v1/recordings", d.viewer(tokens.ActionPlayback, d.handleRecordings))
 	video := playback.Handler(d.rec.ix, d.rec.root, d.rec.known, d.log.With("component", "playback"))

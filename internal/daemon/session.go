@@ -47,7 +47,9 @@ func (d *daemon) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		d.audit(r.Context(), "token:", "sign in", "", r.RemoteAddr+" "+r.UserAgent(), "denied: "+err.Error())
-		d.noteFailure(r)
+		if guessed(err) {
+			d.noteFailure(r)
+		}
 		httpError(w, http.StatusUnauthorized, "%v", err)
 		return
 	}
@@ -183,6 +185,15 @@ func (l *lockout) fail(a netip.Addr) bool {
 	return false
 }
 
+// guessed reports whether a refused token looks like a guess: one that
+// does not parse or whose signature is not the fleet's. A genuine token
+// that expired, was already spent or names another box is a viewer's
+// mishap (an expired session still polling), not an attack, and does not
+// count towards the lockout.
+func guessed(err error) bool {
+	return errors.Is(err, tokens.ErrMalformed) || errors.Is(err, tokens.ErrSignature)
+}
+
 // noteFailure counts a failed authentication of r's source.
 func (d *daemon) noteFailure(r *http.Request) {
 	a := access.RemoteAddr(r.RemoteAddr)
@@ -191,14 +202,103 @@ func (d *daemon) noteFailure(r *http.Request) {
 	}
 }
 
-// lockoutGate refuses requests from a locked-out source (429).
+// lockoutGate refuses requests from a locked-out source, and from a source
+// over its request rate (429 both).
 func (d *daemon) lockoutGate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if ok, left := d.locks.locked(access.RemoteAddr(r.RemoteAddr)); ok {
+		a := access.RemoteAddr(r.RemoteAddr)
+		if ok, left := d.locks.locked(a); ok {
 			w.Header().Set("Retry-After", strconv.Itoa(int(left.Seconds())+1))
 			httpError(w, http.StatusTooManyRequests, "too many failed attempts from this address; try again in %v", left.Round(time.Second))
 			return
 		}
+		if !a.IsLoopback() && !d.rates.allow(a) { // the box's own processes are not limited
+			if d.rates.firstRefusal(a) {
+				d.audit(r.Context(), "ratelimit:", r.Method+" "+r.URL.Path, "", r.RemoteAddr+" "+r.UserAgent(), "denied: over the request rate")
+			}
+			w.Header().Set("Retry-After", "1")
+			httpError(w, http.StatusTooManyRequests, "too many requests from this address; slow down")
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// Rate limit: each source address gets a bucket of rateBurst requests,
+// refilled at ratePerSecond: far above what the LAN page and a few video
+// players need (a playlist and a segment a second each), far below a
+// flood that would fill the audit log or starve the recorder of CPU.
+const (
+	ratePerSecond = 50
+	rateBurst     = 200
+)
+
+type rateLimits struct {
+	mu      sync.Mutex
+	now     func() time.Time
+	srcs    map[netip.Addr]*bucket
+	audited minutely // refusals audited
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func (l *rateLimits) clock() time.Time {
+	if l.now == nil {
+		return time.Now()
+	}
+	return l.now()
+}
+
+func (l *rateLimits) allow(a netip.Addr) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.clock()
+	if l.srcs == nil {
+		l.srcs = map[netip.Addr]*bucket{}
+	}
+	if len(l.srcs) > 10000 { // bound memory under a spray of sources
+		for k, b := range l.srcs {
+			if now.Sub(b.last) > time.Minute {
+				delete(l.srcs, k)
+			}
+		}
+	}
+	b := l.srcs[a]
+	if b == nil {
+		b = &bucket{tokens: rateBurst, last: now}
+		l.srcs[a] = b
+	}
+	b.tokens = min(rateBurst, b.tokens+now.Sub(b.last).Seconds()*ratePerSecond)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// firstRefusal reports whether a refusal of a should be audited: once a
+// minute per source, so a flood cannot fill the audit log either.
+func (l *rateLimits) firstRefusal(a netip.Addr) bool { return l.audited.first(a, l.clock()) }
+
+// minutely lets one event per source address through each minute.
+type minutely struct {
+	mu   sync.Mutex
+	seen map[netip.Addr]time.Time
+}
+
+func (m *minutely) first(a netip.Addr, now time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.seen == nil || len(m.seen) > 10000 {
+		m.seen = map[netip.Addr]time.Time{}
+	}
+	if t, ok := m.seen[a]; ok && now.Sub(t) < time.Minute {
+		return false
+	}
+	m.seen[a] = now
+	return true
 }

@@ -171,9 +171,21 @@ type Verifier struct {
 	Used UsedStore
 }
 
-// Verify parses tok and checks time, device and single use; then the
-// caller checks Grants for the camera and action at hand.
+// Verify parses tok and checks time, device and single use (spending a
+// single-use token); then the caller checks Grants for the camera and
+// action at hand. Callers that refuse for other reasons after Verify
+// should use Check, then Spend once everything else allowed the request.
 func (v *Verifier) Verify(tok string) (Claims, error) {
+	c, err := v.Check(tok)
+	if err != nil {
+		return c, err
+	}
+	return c, v.Spend(c)
+}
+
+// Check parses tok and checks its signature, validity window and device;
+// it does not spend a single-use token (see Spend).
+func (v *Verifier) Check(tok string) (Claims, error) {
 	c, err := Parse(tok, v.Key)
 	if err != nil {
 		return Claims{}, err
@@ -182,11 +194,7 @@ func (v *Verifier) Verify(tok string) (Claims, error) {
 	if v.Now != nil {
 		now = v.Now()
 	}
-	skew := v.Skew
-	if skew == 0 {
-		skew = time.Minute
-	}
-	switch {
+	switch skew := v.skew(); {
 	case now.Add(skew).Unix() < c.NotBefore:
 		return c, ErrNotYetValid
 	case now.Add(-skew).Unix() >= c.Expires:
@@ -194,19 +202,33 @@ func (v *Verifier) Verify(tok string) (Claims, error) {
 	case c.Device != v.Device:
 		return c, ErrDevice
 	}
-	if c.SingleUse {
-		if v.Used == nil {
-			return c, fmt.Errorf("%w: no store for single-use tokens", ErrReplayed)
-		}
-		first, err := v.Used.Use(c.ID, time.Unix(c.Expires, 0).Add(skew))
-		if err != nil {
-			return c, err
-		}
-		if !first {
-			return c, ErrReplayed
-		}
-	}
 	return c, nil
+}
+
+// Spend uses up a single-use token: ErrReplayed when it was used before.
+// Other tokens pass.
+func (v *Verifier) Spend(c Claims) error {
+	if !c.SingleUse {
+		return nil
+	}
+	if v.Used == nil {
+		return fmt.Errorf("%w: no store for single-use tokens", ErrReplayed)
+	}
+	first, err := v.Used.Use(c.ID, time.Unix(c.Expires, 0).Add(v.skew()))
+	if err != nil {
+		return err
+	}
+	if !first {
+		return ErrReplayed
+	}
+	return nil
+}
+
+func (v *Verifier) skew() time.Duration {
+	if v.Skew == 0 {
+		return time.Minute
+	}
+	return v.Skew
 }
 
 // StoreUsed keeps used single-use token ids in the state store.

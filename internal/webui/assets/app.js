@@ -25,8 +25,19 @@ async function api(path, opts = {}) {
   if (res.status === 204) return null;
   let body = null;
   try { body = await res.json(); } catch (e) { /* not JSON */ }
+  if (res.status === 401 && state.session && path !== "/api/v1/session") sessionEnded();
   if (!res.ok) throw new APIError(res.status, (body && body.error) || res.statusText);
   return body;
+}
+
+// sessionEnded: the token expired (or the box forgot it): back to the
+// sign-in form, and no more requests that would only be refused.
+function sessionEnded() {
+  state.session = null;
+  state.cameras = [];
+  stopLive();
+  $("#recorded").removeAttribute("src");
+  loadSession().then(() => setError($("#signin-error"), "your session ended; sign in again"));
 }
 
 function show(el, on) { el.hidden = !on; }
@@ -259,10 +270,14 @@ function stopLive() {
 function liveEvents() {
   const v = $("#live");
   v.addEventListener("playing", () => { $("#live-state").textContent = "— playing"; });
-  v.addEventListener("error", () => {
-    if (!v.getAttribute("src") || mse) return;
-    // 503 while the box starts muxing the camera, or the camera is away:
-    // try again shortly.
+  v.addEventListener("error", async () => {
+    const src = v.getAttribute("src");
+    if (!src || mse) return;
+    // Why? 503 while the box starts muxing the camera or the camera is
+    // away: try again shortly. 401/403: stop asking.
+    const status = await fetch(src, { credentials: "same-origin" }).then((r) => r.status).catch(() => 0);
+    if (status === 401) { sessionEnded(); return; }
+    if (status === 403) { $("#live-state").textContent = "— live video of this camera is not allowed from here"; return; }
     $("#live-state").textContent = "— waiting for the camera…";
     clearTimeout(liveRetry);
     liveRetry = setTimeout(startLive, 2000);
@@ -341,6 +356,8 @@ class MSEPlayer {
           await new Promise((r) => setTimeout(r, 1000));
         }
       } catch (e) {
+        if (e.status === 401) { this.stopped = true; sessionEnded(); return; }
+        if (e.status === 403) { this.stopped = true; this.report("live video of this camera is not allowed from here"); return; }
         this.report("waiting for the camera…");
         await new Promise((r) => setTimeout(r, 2000));
       }
