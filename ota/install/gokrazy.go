@@ -26,7 +26,12 @@ const Socket = "/run/gokrazy-http.sock"
 type Gokrazy struct {
 	t       *updater.Target
 	Cmdline string // default /proc/cmdline
+	// InactiveRoot names the device ReadBack reads (default: the
+	// inactive root partition, see InactiveRootDevice; tests: a file).
+	InactiveRoot func() (string, error)
 }
+
+var _ ReadBacker = (*Gokrazy)(nil)
 
 type authDoer struct {
 	c        *http.Client

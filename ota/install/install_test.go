@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/outpost-gw/outpost/internal/store"
+	"github.com/outpost-gw/outpost/internal/trustclock"
 	"github.com/outpost-gw/outpost/ota/manifest"
 )
 
@@ -340,5 +341,43 @@ func TestRunningVersionIsAFloor(t *testing.T) {
 	}
 	if err := r.in.Offer(ctx, r.keys, r.manifest(t, 6, r.image)); err != nil {
 		t.Errorf("v6: %v", err)
+	}
+}
+
+// TestFreezeClockSetBack: the installer checks expiry against the trusted
+// clock (internal/trustclock), so a box that once knew a later time and
+// whose clock was then set back (spoofed NTP, a flat RTC battery) refuses a
+// manifest that expired in between; a fresh box before NTP checks against
+// its build time.
+func TestFreezeClockSetBack(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		name   string
+		stored time.Time // trusted time kept in the store (zero: none)
+		build  time.Time
+		system time.Time
+		ok     bool
+	}{
+		{"clock right", time.Time{}, now.Add(-24 * time.Hour), now, true},
+		{"clock set back a year, later time kept", now.Add(2 * time.Hour), now.Add(-24 * time.Hour), now.AddDate(-1, 0, 0), false},
+		{"clock set back, nothing kept: build time", time.Time{}, now.Add(-24 * time.Hour), now.AddDate(-1, 0, 0), true},
+		{"fresh box in 1970, built after the expiry", time.Time{}, now.Add(2 * time.Hour), time.Unix(0, 0), false},
+		{"fresh box in 1970, built before", time.Time{}, now.Add(-24 * time.Hour), time.Unix(0, 0), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t)
+			if !tc.stored.IsZero() {
+				c := &trustclock.Clock{Store: r.in.Store, System: func() time.Time { return tc.stored }, Vouched: func() bool { return true }}
+				if err := c.Persist(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			clk := &trustclock.Clock{Store: r.in.Store, Build: tc.build, System: func() time.Time { return tc.system }}
+			r.in.Now = clk.Now
+			err := r.in.Offer(context.Background(), r.keys, r.manifest(t, 2, r.image))
+			if tc.ok && err != nil || !tc.ok && !errors.Is(err, manifest.ErrExpired) {
+				t.Fatalf("Offer = %v (ok %v)", err, tc.ok)
+			}
+		})
 	}
 }
