@@ -306,5 +306,9 @@ func TestLANPageInChromium(t *testing.T) {
 	if options != 0 {
 		t.Errorf("bob sees %d cameras, want none", options)
 	}
+	// Nothing of ana's session is left on the page.
+	waitJS(t, ctx, "the page cleared for bob", `!document.querySelector('#recorded').getAttribute('src') && !document.querySelector('#live').getAttribute('src')
+		&& !document.querySelector('#cameras td.thumb video') && getComputedStyle(document.querySelector('#clip-form')).display === 'none'
+		&& document.querySelector('#timeline .span') === null`, 10*time.Second)
 	screenshot(t, ctx, art, "4-other-camera.png")
 }

@@ -35,8 +35,7 @@ async function api(path, opts = {}) {
 function sessionEnded() {
   state.session = null;
   state.cameras = [];
-  stopLive();
-  $("#recorded").removeAttribute("src");
+  resetViewer();
   loadSession().then(() => setError($("#signin-error"), "your session ended; sign in again"));
 }
 
@@ -120,10 +119,11 @@ function renderCameras(cams) {
     cell(c.bitrate_bps ? (c.bitrate_bps / 1e6).toFixed(2) + " Mbit/s" : "–");
     cell(c.last_key_frame ? fmtDuration((boxNow() - new Date(c.last_key_frame)) / 1000) + " ago" : "–");
     cell(String(c.reconnects || 0));
-    const old = tb.querySelector(`tr[data-camera="${CSS.escape(c.id)}"] td.thumb`);
+    const mine = state.session && state.cameras.some((x) => x.id === c.id);
+    const old = mine && tb.querySelector(`tr[data-camera="${CSS.escape(c.id)}"] td.thumb`);
     const td = old || document.createElement("td");
     td.className = "thumb";
-    if (!old) td.textContent = state.session ? "…" : "sign in to see";
+    if (!old) td.textContent = !state.session ? "sign in to see" : mine ? "…" : "not in your token";
     tr.append(td);
     rows.push(tr);
   }
@@ -193,8 +193,8 @@ async function signOut() {
   await api("/api/v1/session", { method: "DELETE" }).catch(() => {});
   state.session = null;
   state.cameras = [];
-  stopLive();
-  $("#recorded").removeAttribute("src");
+  state.thumbs = {};
+  resetViewer();
   await loadSession();
   renderCameras([]);
   refreshStatus();
@@ -224,13 +224,34 @@ async function loadCameras() {
 
 function current() { return state.cameras.find((c) => c.id === state.camera); }
 
+// resetViewer clears what the last camera (or the last viewer) left on
+// the page.
+function resetViewer() {
+  stopLive();
+  const rec = $("#recorded");
+  rec.removeAttribute("src");
+  rec.load();
+  $("#live-state").textContent = "";
+  $("#rec-state").textContent = "";
+  $("#timeline").replaceChildren();
+  $("#ticks").replaceChildren();
+  $("#timeline-info").textContent = "";
+  show($("#clip-form"), false);
+  state.spans = [];
+}
+
 function selectCamera() {
+  resetViewer();
   state.camera = $("#camera").value;
   setError($("#viewer-error"), null);
+  const c = current();
+  if (!c) {
+    $("#live-state").textContent = "— this token names no camera of this box";
+    return;
+  }
   startLive();
   loadTimeline();
-  const c = current();
-  show($("#clip-form"), !!(c && c.can_export));
+  show($("#clip-form"), !!c.can_export);
 }
 
 // Live video is HLS: native in the browser where it plays HLS (Safari,
