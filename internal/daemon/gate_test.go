@@ -1,12 +1,22 @@
 package daemon
 
 import (
+	"bytes"
+	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/outpost-gw/outpost/cloudlink/outbox"
+	"github.com/outpost-gw/outpost/cloudlink/wire"
+	"github.com/outpost-gw/outpost/internal/store"
 
 	"github.com/outpost-gw/outpost/internal/access"
 	"github.com/outpost-gw/outpost/internal/config"
@@ -200,5 +210,63 @@ func TestRateLimit(t *testing.T) {
 	}
 	if n != ratePerSecond {
 		t.Errorf("after 1 s: %d, want %d", n, ratePerSecond)
+	}
+}
+
+// TestAuditChainBreakRaisesEvent: an audit entry changed in the store
+// between two runs is detected at start-up: logged, audited, and an
+// "audit_chain_broken" event (critical) is queued for the fleet.
+func TestAuditChainBreakRaisesEvent(t *testing.T) {
+	f, brokerURL := testFleetBroker(t)
+	fleetPath := filepath.Join(t.TempDir(), "fleet.json")
+	writeFleetFile(t, f, brokerURL, fleetPath)
+	data := filepath.Join(t.TempDir(), "d")
+	r := start(t, Options{Config: testConfig(), DataDir: data, FleetPath: fleetPath})
+	r.stop(t)
+
+	st, err := store.Open(data, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("audit"))
+		if b == nil {
+			return errors.New("no audit bucket")
+		}
+		k, v := b.Cursor().First()
+		return b.Put(k, bytes.Replace(v, []byte(`"ok"`), []byte(`"no"`), 1))
+	})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	r = start(t, Options{Config: testConfig(), DataDir: data, FleetPath: fleetPath})
+	defer r.stop(t)
+	es, err := r.d.cloud.ob.Next(outbox.StreamEvent, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range es {
+		env, err := wire.Decode(e.Payload, wire.DefaultLimits())
+		if err != nil {
+			continue
+		}
+		var ev wire.Event
+		if wire.DecodeBody(env, &ev, wire.DefaultLimits()) == nil && ev.Kind == "audit_chain_broken" && ev.Severity == wire.SeverityCritical {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no audit_chain_broken event among %d queued events", len(es))
+	}
+	entries, _ := r.d.auditLog.Entries(0, 1000)
+	audited := false
+	for _, e := range entries {
+		audited = audited || e.Action == "audit verify"
+	}
+	if !audited {
+		t.Error("the break is not in the audit log")
 	}
 }
