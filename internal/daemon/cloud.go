@@ -344,25 +344,32 @@ func (c *cloud) report(ctx context.Context, meter *usageMeter) {
 	}
 }
 
-// cameraEvents raises camera_offline and camera_recovered events when a
-// camera's state changes between two telemetry rounds.
+// cameraEvents raises camera_offline when a camera that was online is not
+// at a telemetry round, and camera_recovered when it is online again: the
+// events come in pairs (a camera's first connection after start-up is no
+// recovery).
 func (c *cloud) cameraEvents(ctx context.Context, last map[string]string) {
 	if c.d.rec == nil {
 		return
 	}
+	const announced = "offline announced"
 	for _, cs := range c.d.rec.cameras() {
-		prev, seen := last[cs.ID]
-		last[cs.ID] = cs.State
+		prev := last[cs.ID]
 		switch {
-		case !seen || prev == cs.State:
 		case cs.State == "online":
-			c.event(ctx, "camera_recovered", wire.SeverityInfo, "camera "+cs.ID+" is back", map[string]string{"camera": cs.ID})
+			if prev == announced {
+				c.event(ctx, "camera_recovered", wire.SeverityInfo, "camera "+cs.ID+" is back", map[string]string{"camera": cs.ID})
+			}
+			last[cs.ID] = cs.State
 		case prev == "online":
 			msg := "camera " + cs.ID + " went offline"
 			if cs.LastError != "" {
 				msg += ": " + cs.LastError
 			}
 			c.event(ctx, "camera_offline", wire.SeverityWarning, msg, map[string]string{"camera": cs.ID})
+			last[cs.ID] = announced
+		case prev != announced:
+			last[cs.ID] = cs.State
 		}
 	}
 }
