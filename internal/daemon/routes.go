@@ -93,6 +93,7 @@ func (d *daemon) routes() http.Handler {
 	mux.HandleFunc("POST /api/v1/session", d.handleSignIn)
 	mux.HandleFunc("DELETE /api/v1/session", d.handleSignOut)
 	mux.HandleFunc("GET /api/v1/session", d.handleSession)
+	mux.HandleFunc("POST /api/v1/update", d.lanUpdate())
 	page := webui.Handler()
 	mux.Handle("GET /{$}", page)
 	mux.Handle("GET /assets/", page)

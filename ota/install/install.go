@@ -216,6 +216,31 @@ func (in *Installer) Offer(ctx context.Context, keysDoc, manifestDoc []byte) err
 	return in.fromDownloading(ctx, st, m)
 }
 
+// Check verifies an offer as Offer would and returns the manifest, without
+// acting on it, reporting or auditing: an operator handing the box a file
+// gets the refusal at once. Offer verifies again.
+func (in *Installer) Check(keysDoc, manifestDoc []byte) (manifest.Manifest, error) {
+	if !in.mu.TryLock() {
+		return manifest.Manifest{}, ErrBusy
+	}
+	defer in.mu.Unlock()
+	st, err := in.Load()
+	if err != nil {
+		return manifest.Manifest{}, err
+	}
+	switch st.Phase {
+	case Idle, Committed, RolledBack, Refused:
+	default:
+		return manifest.Manifest{}, fmt.Errorf("%w (%s of v%d)", ErrBusy, st.Phase, st.Version)
+	}
+	if trial, err := in.Target.TrialBooted(); err != nil {
+		return manifest.Manifest{}, err
+	} else if trial && st.Phase != Committed {
+		return manifest.Manifest{}, ErrTrialBooted
+	}
+	return in.verify(st, keysDoc, manifestDoc)
+}
+
 // running is the release the box runs: the image's release number, or for
 // an image without one the last committed release.
 func (in *Installer) running(st State) uint64 {
