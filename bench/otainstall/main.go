@@ -1,18 +1,31 @@
-// Command otainstall measures the install path (signed manifest → fetch over
-// loopback TLS → ota/install → fake Target writing a file, fsync'd) for one
-// root image and prints its time and peak RSS beside `dd` of the same bytes
-// to the same target file. Usage: go run ./bench/otainstall [-mb 256]
+// Command otainstall measures the install path of one root image and prints
+// its time and the installing process's peak RSS beside `dd` of the same
+// bytes to the same target file.
+//
+// As on a box: the installer (ota/install over the gokrazy target, in a
+// child process of its own, like outpostd) verifies a signed manifest,
+// fetches the image over loopback TLS, hashes it while it streams through
+// gokrazy's update protocol (github.com/gokrazy/updater, PUT /update/root
+// over a Unix socket, like /run/gokrazy-http.sock) to a server that writes
+// it to the target file and fsyncs it (as gokrazy writes the inactive root
+// partition), then reads the file back and re-hashes it, testboots and
+// reboots (both only recorded). The artifact and update servers run in this
+// parent process. Usage: go run ./bench/otainstall [-mb 256]
 package main
 
 import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
 	"flag"
 	"fmt"
-	"io"
 	"log"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -26,9 +39,22 @@ import (
 	"github.com/outpost-gw/outpost/ota/manifest"
 )
 
+// job is what the child installs.
+type job struct {
+	Socket, Target, Store, Cmdline string
+	CAPEM                          []byte
+	Root                           []ed25519.PublicKey
+	Keys, Manifest                 []byte
+}
+
 func main() {
 	mb := flag.Int("mb", 256, "image size in MiB")
+	child := flag.String("child", "", "(internal) run the install described in this file")
 	flag.Parse()
+	if *child != "" {
+		runChild(*child)
+		return
+	}
 	dir, err := os.MkdirTemp("", "otabench")
 	if err != nil {
 		log.Fatal(err)
@@ -50,6 +76,14 @@ func main() {
 
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, img) }))
 	defer srv.Close()
+	target := filepath.Join(dir, "slot")
+	us := &install.UpdaterServer{Path: target}
+	sock := filepath.Join(dir, "gokrazy-http.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		log.Fatal(err)
+	}
+	go http.Serve(ln, us)
 
 	root, rootPrivs, _ := manifest.NewRootKeys(1, 1)
 	pub, priv, _ := ed25519.GenerateKey(nil)
@@ -62,12 +96,13 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	st, err := store.Open(filepath.Join(dir, "db"), slog.New(slog.DiscardHandler))
-	if err != nil {
-		log.Fatal(err)
-	}
-	target := filepath.Join(dir, "slot")
-	in := &install.Installer{Store: st, Root: root, HWTarget: "amd64", Target: &install.Fake{Path: target}, Client: srv.Client()}
+	cmdline := filepath.Join(dir, "cmdline")
+	os.WriteFile(cmdline, []byte("root=PARTUUID=2e18c40c-02 init=/gokrazy/init\n"), 0o600)
+	j := job{Socket: sock, Target: target, Store: filepath.Join(dir, "db"), Cmdline: cmdline, Root: root.Keys, Keys: keys, Manifest: m,
+		CAPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})}
+	jb, _ := json.Marshal(j)
+	jobPath := filepath.Join(dir, "job.json")
+	os.WriteFile(jobPath, jb, 0o600)
 
 	// dd first, so the page cache holds the image for both runs alike.
 	t0 := time.Now()
@@ -78,17 +113,75 @@ func main() {
 	ddTime := time.Since(t0)
 	os.Remove(target)
 
-	t0 = time.Now()
-	if err := in.Offer(context.Background(), keys, m); err != nil {
+	self, err := os.Executable()
+	if err != nil {
 		log.Fatal(err)
 	}
-	instTime := time.Since(t0)
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	cmd := exec.Command(self, "-child", jobPath)
+	cmd.Stderr = os.Stderr
+	out, err = cmd.Output()
+	if err != nil {
+		log.Fatalf("installer: %v", err)
+	}
+	var res struct{ Seconds, Stream, Rehash float64 }
+	if err := json.Unmarshal(out, &res); err != nil {
+		log.Fatalf("installer said %q: %v", out, err)
+	}
+	rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss // KiB
 	fmt.Printf("image %d MiB\n", *mb)
-	fmt.Printf("dd bs=1M conv=fsync : %8.2f s  %7.1f MB/s\n", ddTime.Seconds(), float64(length)/1e6/ddTime.Seconds())
-	fmt.Printf("ota/install (TLS fetch + sha256 + write + fsync + read-back re-hash): %8.2f s  %7.1f MB/s  ratio %.2fx dd\n",
-		instTime.Seconds(), float64(length)/1e6/instTime.Seconds(), instTime.Seconds()/ddTime.Seconds())
-	fmt.Printf("peak RSS of this process (server + installer): %d MB\n", ru.Maxrss/1024)
-	_ = io.Discard
+	fmt.Printf("dd bs=1M conv=fsync                 : %7.2f s  %7.1f MB/s\n", ddTime.Seconds(), float64(length)/1e6/ddTime.Seconds())
+	fmt.Printf("ota/install via gokrazy's updater   : %7.2f s  %7.1f MB/s  %.2fx dd  (TLS fetch + sha256 + /update/root + fsync + read-back re-hash)\n",
+		res.Seconds, float64(length)/1e6/res.Seconds, res.Seconds/ddTime.Seconds())
+	fmt.Printf("  of which verify+fetch+stream+fsync: %7.2f s, read-back re-hash %.2f s\n", res.Stream, res.Rehash)
+	fmt.Printf("peak RSS of the installing process  : %.1f MB\n", float64(rss)/1024)
+	fmt.Printf("update API calls                    : %v\n", us.Calls())
+}
+
+func runChild(path string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var j job
+	if err := json.Unmarshal(b, &j); err != nil {
+		log.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(j.CAPEM)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	sockClient := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", j.Socket)
+	}}}
+	ctx := context.Background()
+	t0 := time.Now()
+	g, err := install.NewGokrazyAt(ctx, "http://gokrazy/", sockClient)
+	if err != nil {
+		log.Fatal(err)
+	}
+	g.Cmdline = j.Cmdline
+	g.InactiveRoot = func() (string, error) { return j.Target, nil }
+	st, err := store.Open(j.Store, slog.New(slog.DiscardHandler))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer st.Close()
+	verified := false
+	var streamed, rehashed time.Duration
+	in := &install.Installer{Store: st, Root: manifest.RootOfTrust{Keys: j.Root, Threshold: 1}, HWTarget: "amd64", Target: g, Client: client,
+		Progress: func(e install.Event) {
+			switch {
+			case e.Phase == install.Verifying && e.Version != 0: // the written slot
+				streamed = time.Since(t0)
+			case e.Phase == install.Installed:
+				verified, rehashed = true, time.Since(t0)-streamed
+			}
+		}}
+	if err := in.Offer(ctx, j.Keys, j.Manifest); err != nil {
+		log.Fatal(err)
+	}
+	if !verified {
+		log.Fatal("the install did not reach installed")
+	}
+	json.NewEncoder(os.Stdout).Encode(map[string]float64{"Seconds": time.Since(t0).Seconds(), "Stream": streamed.Seconds(), "Rehash": rehashed.Seconds()})
 }
