@@ -133,6 +133,8 @@ func (c *cloud) HandleCommand(ctx context.Context, env wire.Envelope, cmd wire.C
 		r = c.handleUpdate(ctx, cmd)
 	case "export", "clip", "snapshot", "export.cancel":
 		r = c.handleExport(ctx, env, cmd)
+	case "hold", "hold.release":
+		r = c.handleHold(ctx, env, cmd)
 	default:
 		r = wire.CommandResult{Error: fmt.Sprintf("unknown command %q", cmd.Name)}
 	}

@@ -33,6 +33,7 @@ type recording struct {
 	holds   export.Holds // ranges under export: retention passes them over
 	hls     *hls.Server  // HLS for the LAN page
 	exp     *export.Exporter
+	held    *recordingHolds // the fleet's holds (hold.go)
 }
 
 type camera struct {
@@ -50,11 +51,15 @@ func (d *daemon) setupRecording() (*recording, error) {
 		return nil, fmt.Errorf("recordings: %w", err)
 	}
 	r.reindex(log)
+	var err error
+	if r.held, err = openHolds(d); err != nil {
+		return nil, fmt.Errorf("recording holds: %w", err)
+	}
 	rc := d.cfg.Recorder
 	r.cleaner = &retention.Cleaner{
 		Root: r.root, Index: r.ix, Disk: d.o.Sensors.Disk,
 		MaxAge: rc.MaxAge.D(), BudgetBytes: rc.BudgetMB << 20, MinFreeBytes: rc.MinFreeMB << 20,
-		Held: r.holds.Held,
+		Held: r.isHeld,
 		Log:  log.With("component", "retention"),
 	}
 	if d.cloud != nil {
@@ -69,7 +74,6 @@ func (d *daemon) setupRecording() (*recording, error) {
 	}
 	r.hls = hls.New(hls.Config{Log: log.With("component", "hls")})
 	r.exp = d.newExporter(r, log)
-	var err error
 	if r.live, err = d.startLive(); err != nil {
 		// Recording matters more than live viewing: carry on without it.
 		log.Error("live restream off", "err", err)
@@ -145,6 +149,8 @@ func (r *recording) run(ctx context.Context) error {
 	go func() { defer wg.Done(); r.cleaner.Run(ctx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); r.exp.Run(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); r.expireHolds(ctx, r.d.log.With("component", "recorder")) }()
 	for _, c := range r.cams {
 		wg.Add(1)
 		go func() {
