@@ -303,6 +303,14 @@ func TestOTAInQEMU(t *testing.T) {
 	t.Logf("push v2:\n%s", out)
 	v.waitVersion(t, "v2", 60*time.Second)
 	t.Logf("TIMING v2 offer → committed: %.0fs", time.Since(phase).Seconds())
+	// The box re-hashed the partition gokrazy wrote (ota/install reads
+	// the inactive root back) before it testbooted: verifying v2 between
+	// the last download percent and installed.
+	_, i := events.wait(t, v, 0, time.Second, func(e wire.Event) bool {
+		return e.Attrs["phase"] == "downloading" && e.Attrs["version"] == "2" && e.Attrs["percent"] == "100"
+	})
+	_, j := events.wait(t, v, i, time.Second, func(e wire.Event) bool { return e.Attrs["phase"] == "verifying" && e.Attrs["version"] == "2" })
+	events.wait(t, v, j, time.Second, func(e wire.Event) bool { return e.Attrs["phase"] == "installed" && e.Attrs["version"] == "2" })
 
 	// v3 fails its health gate: rolled back, the box returns to v2 by itself.
 	phase = time.Now()
