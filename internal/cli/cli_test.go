@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"net/http"
+	neturl "net/url"
 	"regexp"
 	"strings"
 	"sync"
@@ -30,7 +31,13 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// demoFirstSegment bounds the wait for the demo's first closed segment:
+// the default segment length, a minute, cut at the next key frame (2 s),
+// and some slack for a busy machine.
+const demoFirstSegment = 90 * time.Second
+
 func TestDemo(t *testing.T) {
+	began := time.Now()
 	ctx, cancel := context.WithCancel(context.Background())
 	var out, errOut syncBuffer
 	done := make(chan int)
@@ -110,6 +117,52 @@ func TestDemo(t *testing.T) {
 	}
 	if camState != "online" {
 		t.Errorf("demo camera state %q, want online", camState)
+	}
+	// Its recordings show up once the first segment closes: the demo keeps
+	// the default segment length (a minute), so this waits for that, bounded.
+	q := neturl.Values{"camera": {"demo"}, "start": {began.Add(-time.Minute).UTC().Format(time.RFC3339)},
+		"end": {began.Add(time.Hour).UTC().Format(time.RFC3339)}}
+	listURL := strings.TrimSuffix(page[1], "/") + "/api/v1/recordings?" + q.Encode()
+	type listing struct {
+		Segments []struct {
+			Start    time.Time
+			Duration float64 `json:"duration_s"`
+			Bytes    int64
+			Codecs   []string
+		}
+		Spans []struct{ Start, End time.Time }
+	}
+	var list listing
+	get := func(url, tok string) int {
+		req, _ := http.NewRequest("GET", url, nil)
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		list = listing{}
+		json.NewDecoder(resp.Body).Decode(&list)
+		return resp.StatusCode
+	}
+	if code := get(listURL+"&token="+neturl.QueryEscape(m[1]), ""); code < 400 {
+		t.Errorf("the reusable viewer token in a URL: %d, want it refused", code)
+	}
+	for deadline := began.Add(demoFirstSegment); ; time.Sleep(time.Second) {
+		if code := get(listURL, m[1]); code != 200 {
+			t.Fatalf("GET %s: %d", listURL, code)
+		}
+		if len(list.Segments) > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(list.Segments) == 0 || len(list.Spans) != 1 {
+		t.Fatalf("demo camera: %d segments, spans %+v within %v of start-up; want its first segment", len(list.Segments), list.Spans, demoFirstSegment)
+	}
+	if sg := list.Segments[0]; sg.Duration < 1 || sg.Bytes == 0 || len(sg.Codecs) == 0 || sg.Codecs[0] != "H264" || sg.Start.Before(began.Add(-time.Second)) {
+		t.Errorf("demo segment %+v", sg)
 	}
 	cancel()
 	if code := <-done; code != 0 {
