@@ -149,7 +149,7 @@ func run(ctx context.Context, o options) (result, error) {
 	cfgPath := filepath.Join(o.Dir, "config.json")
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`{"config_version":1,"log_level":"warn","lan":{"https_addr":"127.0.0.1:%d","http_addr":""},
 		"watchdog":{"disabled":true},"storage":{"grow_perm":false},
-		"recorder":{"cameras":%s,"segment_duration":"10s","part_duration":"1s","min_free_mb":0,"live_rtsp_addr":""}}`, port, camsJSON)), 0o600)
+		"recorder":{"cameras":%s,"segment_duration":"10s","part_duration":"1s","min_free_mb":0,"live_rtsp_addr":"127.0.0.1:0"}}`, port, camsJSON)), 0o600)
 	data := filepath.Join(o.Dir, "data")
 	logf, err := os.Create(filepath.Join(o.Dir, "outpostd.log"))
 	if err != nil {

@@ -335,12 +335,15 @@ func (st *Stream) Write(s recorder.Sample) error {
 	if st.stream == nil || s.Track < 0 || s.Track >= len(st.encs) || st.encs[s.Track] == nil {
 		return nil
 	}
+	pts := s.PTS + st.offset
+	st.last = max(st.last, pts)
+	if st.readers.Load() == 0 {
+		return nil // nobody watching: no packets to make (most of the time, on most cameras)
+	}
 	pkts, err := st.encs[s.Track](s.AU)
 	if err != nil {
 		return nil // unpacketizable unit: the recording does not care
 	}
-	pts := s.PTS + st.offset
-	st.last = max(st.last, pts)
 	ts := st.bases[s.Track] + uint32(ticks(pts, st.tracks[s.Track].ClockRate))
 	ntp := s.Received
 	if ntp.IsZero() {
