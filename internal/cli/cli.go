@@ -28,6 +28,7 @@ func commands() []command {
 		{"fleet devices", "[--dir D]", "list the fleet's boxes", runFleetDevices},
 		{"fleet command", "DEVICE NAME [--dir D]", "send a command (ping, status) and print the answer", runFleetCommand},
 		{"fleet export", "DEVICE --camera C --url URL (--start T [--duration 60s] | --snapshot) [--id ID] [--wait 2h] | DEVICE --cancel ID", "have a box upload a clip or a snapshot to a resumable upload URL, and follow it; or stop one", runFleetExport},
+		{"fleet hold", "DEVICE --camera C --start T --end T [--until T | --for 720h] [--id ID] | DEVICE --release ID", "keep a camera's recordings in a range from retention until released or expired", runFleetHold},
 		{"fleet config push", "--to DEVICE|group:NAME --file CONFIG.json [--dir D]", "set and send the desired config of a box or a group", runFleetConfigPush},
 		{"fleet config export", "DEVICE [--out FILE] [--dir D]", "write a box's config, to move it to a replacement box", runFleetConfigExport},
 		{"fleet config import", "DEVICE --file FILE [--dir D]", "push an exported config to a (replacement) box", runFleetConfigImport},

@@ -2,7 +2,8 @@
 // its storage limits: a maximum age, a byte budget shared with the rest of
 // the box (the cloud-link outbox), and a minimum of free space on the
 // volume. Segments go strictly oldest first across all cameras; segments on
-// hold (being exported) are passed over, never deleted.
+// hold (being exported, or held by the fleet: recorder/hold) are passed
+// over, never deleted.
 //
 // A deletion removes the file, fsyncs its directory, then drops the index
 // entry. A crash in between leaves an entry without a file, which the next
