@@ -26,13 +26,20 @@ import (
 	"github.com/outpost-gw/outpost/ota/manifest"
 )
 
-// TestLANUpdateOffer: POST /api/v1/update takes an offer as files from the
-// LAN page, only with an admin token and from the same origin, bounded;
-// it is verified before anything is fetched (against the trusted clock: this
-// box once knew a later time than its clock shows now, so a manifest that
-// expired in between is refused), then installed by the same installer as
-// the cloud command; every answer is audited.
-func TestLANUpdateOffer(t *testing.T) {
+// offerBox is a daemon bound to a test fleet with an OTA root pinned, a
+// fake gokrazy target and a release server: keys, good (valid), stale
+// (valid by the system clock, expired by the time the store kept: 3 h
+// ahead) and tampered documents, and mint for viewer tokens.
+type offerBox struct {
+	r                              *running
+	base                           string
+	fake                           *install.Fake
+	img                            []byte
+	keysDoc, good, stale, tampered []byte
+	mint                           func(actions ...string) string
+}
+
+func newOfferBox(t *testing.T) *offerBox {
 	f, brokerURL := testFleetBroker(t)
 	dir := t.TempDir()
 	root, rootPrivs, err := manifest.NewRootKeys(3, 2)
@@ -48,7 +55,7 @@ func TestLANUpdateOffer(t *testing.T) {
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, q *http.Request) {
 		http.ServeContent(w, q, "root.img", time.Time{}, bytes.NewReader(img))
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	sign := func(v uint64, expires time.Time) []byte {
 		b, err := manifest.SignManifest([]ed25519.PrivateKey{relPriv}, manifest.Manifest{Version: v, Target: hwTarget(), Expires: expires,
 			Artifacts: []manifest.Artifact{{Name: "root", URL: srv.URL + "/root.img", Length: int64(len(img)), SHA256: sha256.Sum256(img)}}})
@@ -89,7 +96,6 @@ func TestLANUpdateOffer(t *testing.T) {
 
 	fake := &install.Fake{Path: filepath.Join(dir, "slot")}
 	r := start(t, Options{Config: testConfig(), FleetPath: fleetPath, DataDir: data, OTATarget: fake, OTAClient: srv.Client()})
-	defer r.stop(t)
 	var s Status
 	base := "https://" + r.ep.HTTPS
 	getJSON(t, base+"/api/v1/status", &s)
@@ -101,6 +107,20 @@ func TestLANUpdateOffer(t *testing.T) {
 		}
 		return tok
 	}
+	t.Cleanup(func() { r.stop(t) })
+	return &offerBox{r: r, base: base, fake: fake, img: img, keysDoc: keysDoc, good: good, stale: stale, tampered: tampered, mint: mint}
+}
+
+// TestLANUpdateOffer: POST /api/v1/update takes an offer as files from the
+// LAN page, only with an admin token and from the same origin, bounded;
+// it is verified before anything is fetched (against the trusted clock: this
+// box once knew a later time than its clock shows now, so a manifest that
+// expired in between is refused), then installed by the same installer as
+// the cloud command; every answer is audited.
+func TestLANUpdateOffer(t *testing.T) {
+	b := newOfferBox(t)
+	r, base, fake, img, keysDoc, good, stale, tampered, mint := b.r, b.base, b.fake, b.img, b.keysDoc, b.good, b.stale, b.tampered, b.mint
+	var s Status
 	admin := mint(tokens.ActionAdmin)
 	form := func(parts map[string][]byte) (string, []byte) {
 		var buf bytes.Buffer
@@ -148,8 +168,14 @@ func TestLANUpdateOffer(t *testing.T) {
 		{"live token", mint(tokens.ActionLive), ct, goodForm, nil, 403, "action"},
 		{"cross-site", admin, ct, goodForm, []string{"Origin", "https://evil.example"}, 403, "cross-site"},
 		{"too large", admin, "application/msgpack", bytes.Repeat([]byte{0xc0}, maxOfferBody+1), nil, 400, "too large"},
-		{"part too large", admin, ct, func() []byte { _, b := form(map[string][]byte{"keys": bytes.Repeat([]byte(" "), manifest.MaxSize+1), "manifest": good}); return b }(), nil, 400, "larger"},
-		{"unexpected part", admin, ct, func() []byte { _, b := form(map[string][]byte{"keys": keysDoc, "manifest": good, "extra": {1}}); return b }(), nil, 400, "unexpected part"},
+		{"part too large", admin, ct, func() []byte {
+			_, b := form(map[string][]byte{"keys": bytes.Repeat([]byte(" "), manifest.MaxSize+1), "manifest": good})
+			return b
+		}(), nil, 400, "larger"},
+		{"unexpected part", admin, ct, func() []byte {
+			_, b := form(map[string][]byte{"keys": keysDoc, "manifest": good, "extra": {1}})
+			return b
+		}(), nil, 400, "unexpected part"},
 		{"manifest missing", admin, ct, func() []byte { _, b := form(map[string][]byte{"keys": keysDoc}); return b }(), nil, 400, "needed"},
 		{"wrong content type", admin, "application/json", []byte("{}"), nil, 400, "content type"},
 		{"tampered", admin, ct, func() []byte { _, b := form(map[string][]byte{"keys": keysDoc, "manifest": tampered}); return b }(), nil, 422, "signature"},

@@ -172,6 +172,8 @@ async function loadSession() {
   show($("#viewer"), signed);
   show($("#signout"), signed);
   $("#who").textContent = signed ? "signed in as " + state.session.user : "";
+  show($("#update-offer"), signed && (state.session.actions || []).includes("admin"));
+  if (!signed) { $("#offer-form").reset(); show($("#offer-result"), false); }
   if (signed) await loadCameras();
 }
 
@@ -482,6 +484,29 @@ function downloadClip(ev) {
   a.remove();
 }
 
+// ---- update from files (admin) ---------------------------------------------
+
+// offerUpdate sends the signed keys document and manifest to the box
+// (POST /api/v1/update); the box verifies them before it fetches anything
+// and answers at once; progress then shows under "Update".
+async function offerUpdate(ev) {
+  ev.preventDefault();
+  const body = new FormData();
+  body.append("keys", $("#offer-keys").files[0]);
+  body.append("manifest", $("#offer-manifest").files[0]);
+  const out = $("#offer-result");
+  try {
+    const r = await api("/api/v1/update", { method: "POST", body });
+    out.className = "";
+    out.textContent = "accepted: installing v" + r.version + " (progress under Update above)";
+  } catch (e) {
+    out.className = "error";
+    out.textContent = e.message;
+  }
+  show(out, true);
+  refreshStatus();
+}
+
 // ---- start -----------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", async () => {
@@ -491,6 +516,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("#range").addEventListener("change", loadTimeline);
   $("#timeline").addEventListener("click", timelineClick);
   $("#clip-form").addEventListener("submit", downloadClip);
+  $("#offer-form").addEventListener("submit", offerUpdate);
   $("#recorded").addEventListener("error", () => { $("#rec-state").textContent = "— could not play that point"; });
   liveEvents();
   await refreshStatus();
