@@ -31,6 +31,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -127,12 +128,15 @@ func main() {
 	if err := json.Unmarshal(out, &res); err != nil {
 		log.Fatalf("installer said %q: %v", out, err)
 	}
-	rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss // KiB
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	rss := ru.Maxrss // KiB
+	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	fmt.Printf("image %d MiB\n", *mb)
 	fmt.Printf("dd bs=1M conv=fsync                 : %7.2f s  %7.1f MB/s\n", ddTime.Seconds(), float64(length)/1e6/ddTime.Seconds())
 	fmt.Printf("ota/install via gokrazy's updater   : %7.2f s  %7.1f MB/s  %.2fx dd  (TLS fetch + sha256 + /update/root + fsync + read-back re-hash)\n",
 		res.Seconds, float64(length)/1e6/res.Seconds, res.Seconds/ddTime.Seconds())
 	fmt.Printf("  of which verify+fetch+stream+fsync: %7.2f s, read-back re-hash %.2f s\n", res.Stream, res.Rehash)
+	fmt.Printf("CPU of the installing process       : %7.2f s (user+sys)\n", cpu.Seconds())
 	fmt.Printf("peak RSS of the installing process  : %.1f MB\n", float64(rss)/1024)
 	fmt.Printf("update API calls                    : %v\n", us.Calls())
 }
@@ -149,13 +153,17 @@ func runChild(path string) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(j.CAPEM)
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	sockClient := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", j.Socket)
-	}}}
 	ctx := context.Background()
+	if p := os.Getenv("OTABENCH_CPUPROFILE"); p != "" {
+		pf, err := os.Create(p)
+		if err != nil {
+			log.Fatal(err)
+		}
+		pprof.StartCPUProfile(pf)
+		defer pprof.StopCPUProfile()
+	}
 	t0 := time.Now()
-	g, err := install.NewGokrazyAt(ctx, "http://gokrazy/", sockClient)
+	g, err := install.NewGokrazy(ctx, j.Socket) // as outpostd reaches /run/gokrazy-http.sock
 	if err != nil {
 		log.Fatal(err)
 	}
