@@ -225,6 +225,7 @@ func (c *cloud) renewals(ctx context.Context) {
 
 // HandleRenewal installs the renewed certificate with its key.
 func (c *cloud) HandleRenewal(ctx context.Context, env wire.Envelope, r wire.EnrolResponse) {
+	c.observeFleetTime(env)
 	d := c.d
 	c.renewMu.Lock()
 	key := c.renewKey
