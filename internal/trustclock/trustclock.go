@@ -28,6 +28,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/outpost-gw/outpost/internal/store"
 )
@@ -174,7 +175,8 @@ func (c *Clock) Persist() error {
 	})
 }
 
-// Run persists every interval (default 10 min) and once more when ctx ends.
+// Run persists every interval (default 10 min) and once more when ctx ends
+// (if the store is still open).
 func (c *Clock) Run(ctx context.Context, every time.Duration) {
 	if every <= 0 {
 		every = 10 * time.Minute
@@ -187,7 +189,9 @@ func (c *Clock) Run(ctx context.Context, every time.Duration) {
 		}
 		select {
 		case <-ctx.Done():
-			if err := c.Persist(); err != nil {
+			// The owner may close the store at the same time: then
+			// the last interval's advance is lost, nothing else.
+			if err := c.Persist(); err != nil && !errors.Is(err, berrors.ErrDatabaseNotOpen) {
 				c.log().Warn("trusted clock: persisting", "err", err)
 			}
 			return

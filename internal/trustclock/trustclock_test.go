@@ -1,8 +1,10 @@
 package trustclock
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -175,5 +177,25 @@ func TestPersistNeverLowers(t *testing.T) {
 	b.wall = time.Time{}
 	if got := b.clock(time.Time{}).Now(); !got.Equal(day("2027-03-01")) {
 		t.Errorf("Now = %v after a set-back clock persisted", got)
+	}
+}
+
+// TestRunAfterStoreClosed: the owner closed the store as Run's context
+// ended: no panic, nothing logged as a failure.
+func TestRunAfterStoreClosed(t *testing.T) {
+	st, err := store.Open(t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Clock{Store: st, System: func() time.Time { return day("2027-03-01") }}
+	if err := c.Persist(); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	var logged bytes.Buffer
+	c.Log = slog.New(slog.NewTextHandler(&logged, nil))
+	c.Run(canceled(), time.Hour)
+	if strings.Contains(logged.String(), "ERROR") || strings.Count(logged.String(), "WARN") > 1 {
+		t.Errorf("logged: %s", logged.String())
 	}
 }
