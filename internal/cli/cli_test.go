@@ -32,9 +32,9 @@ func (s *syncBuffer) String() string {
 }
 
 // demoFirstSegment bounds the wait for the demo's first closed segment:
-// the default segment length, a minute, cut at the next key frame (2 s),
-// and some slack for a busy machine.
-const demoFirstSegment = 90 * time.Second
+// the demo's segment length, 10 s, cut at the next key frame (2 s), and
+// slack for a busy machine.
+const demoFirstSegment = 40 * time.Second
 
 func TestDemo(t *testing.T) {
 	began := time.Now()

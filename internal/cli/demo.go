@@ -79,6 +79,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	cfg := config.Default()
 	cfg.Recorder.Cameras = []config.Camera{{ID: "demo", URL: cam.URL}}
+	cfg.Recorder.SegmentDuration = config.Duration(10 * time.Second) // recordings show on the timeline within seconds
 	cfg.LAN.HTTPSAddr = *listen
 	cfg.LAN.HTTPAddr = ""
 	cfg.Watchdog.Disabled = true

@@ -45,6 +45,7 @@ func main() {
 		fmt.Println(buildinfo.Version)
 		return
 	}
+	tuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	// First, before anything that could crash: a trial-booted version that
