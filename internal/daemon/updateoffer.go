@@ -61,6 +61,12 @@ func (d *daemon) handleUpdateOffer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m, err := in.Check(a.Keys, a.Manifest)
+	if errors.Is(err, install.ErrAlreadyInstalled) {
+		// As on the cloud path: the outcome it had, nothing to do.
+		result(http.StatusAccepted, "already installed v%d", m.Version)
+		writeJSON(w, map[string]any{"accepted": false, "installed": true, "version": m.Version})
+		return
+	}
 	if err != nil {
 		code := http.StatusUnprocessableEntity
 		if errors.Is(err, install.ErrBusy) || errors.Is(err, install.ErrTrialBooted) {

@@ -238,8 +238,16 @@ func (in *Installer) Check(keysDoc, manifestDoc []byte) (manifest.Manifest, erro
 	} else if trial && st.Phase != Committed {
 		return manifest.Manifest{}, ErrTrialBooted
 	}
-	return in.verify(st, keysDoc, manifestDoc)
+	m, err := in.verify(st, keysDoc, manifestDoc)
+	if errors.Is(err, manifest.ErrRollback) && in.alreadyInstalled(st, keysDoc, manifestDoc) {
+		return manifest.Manifest{Version: in.running(st)}, ErrAlreadyInstalled
+	}
+	return m, err
 }
+
+// ErrAlreadyInstalled is Check's answer to a valid offer of the release the
+// box runs: nothing to do (Offer answers it as committed).
+var ErrAlreadyInstalled = errors.New("install: this release is the one installed")
 
 // running is the release the box runs: the image's release number, or for
 // an image without one the last committed release.

@@ -336,6 +336,9 @@ func TestRunningVersionIsAFloor(t *testing.T) {
 	if err := r.in.Offer(ctx, r.keys, r.manifest(t, 3, r.image)); !errors.Is(err, manifest.ErrRollback) {
 		t.Errorf("v3 on a box running v5: %v", err)
 	}
+	if m, err := r.in.Check(r.keys, r.manifest(t, 5, r.image)); !errors.Is(err, ErrAlreadyInstalled) || m.Version != 5 {
+		t.Errorf("Check of v5 on a box running v5: v%d %v", m.Version, err)
+	}
 	if err := r.in.Offer(ctx, r.keys, r.manifest(t, 5, r.image)); err != nil || r.last() != (Event{Phase: Committed, Version: 5}) || len(r.fake.Calls) != 0 {
 		t.Errorf("v5 on a box running v5: %v, last event %+v, calls %v", err, r.last(), r.fake.Calls)
 	}
