@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/outpost-gw/outpost/internal/cmdargs"
 	"github.com/outpost-gw/outpost/recorder/segment"
 	"github.com/vmihailenco/msgpack/v5"
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
@@ -55,7 +56,7 @@ func ParseArgs(b []byte) (Request, error) {
 	var start string
 	var dur int64
 	for range n {
-		k, err := decodeStr(dec, 16)
+		k, err := cmdargs.Str(dec, 16)
 		if err != nil {
 			return r, fmt.Errorf("%w: key: %v", ErrArgs, err)
 		}
@@ -65,13 +66,13 @@ func ParseArgs(b []byte) (Request, error) {
 		seen[k] = true
 		switch k {
 		case "id":
-			r.ID, err = decodeStr(dec, 64)
+			r.ID, err = cmdargs.Str(dec, 64)
 		case "camera":
-			r.Camera, err = decodeStr(dec, 64)
+			r.Camera, err = cmdargs.Str(dec, 64)
 		case "start":
-			start, err = decodeStr(dec, 64)
+			start, err = cmdargs.Str(dec, 64)
 		case "url":
-			r.URL, err = decodeStr(dec, maxURLLen)
+			r.URL, err = cmdargs.Str(dec, maxURLLen)
 		case "duration_s":
 			var c byte
 			if c, err = dec.PeekCode(); err == nil && !msgpcode.IsFixedNum(c) && (c < msgpcode.Uint8 || c > msgpcode.Int64) {
@@ -94,7 +95,7 @@ func ParseArgs(b []byte) (Request, error) {
 			return r, fmt.Errorf("%w: %s missing", ErrArgs, k)
 		}
 	}
-	if !validID(r.ID) {
+	if !cmdargs.ValidID(r.ID) {
 		return r, fmt.Errorf("%w: id %q", ErrArgs, r.ID)
 	}
 	if !segment.ValidCamera(r.Camera) {
@@ -133,34 +134,6 @@ func CheckURL(s string) error {
 	return nil
 }
 
-// decodeStr reads a msgpack str (not bin) of at most max bytes.
-func decodeStr(dec *msgpack.Decoder, max int) (string, error) {
-	c, err := dec.PeekCode()
-	if err != nil {
-		return "", err
-	}
-	if !msgpcode.IsFixedString(c) && c != msgpcode.Str8 && c != msgpcode.Str16 && c != msgpcode.Str32 {
-		return "", errors.New("not a string")
-	}
-	s, err := dec.DecodeString()
-	if err == nil && len(s) > max {
-		err = fmt.Errorf("longer than %d bytes", max)
-	}
-	return s, err
-}
-
-func validID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, c := range s {
-		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '-' && c != '_' {
-			return false
-		}
-	}
-	return true
-}
-
 // SnapshotRequest is one "snapshot" command: the camera's latest key
 // frame, as a short fMP4 of one GOP, uploaded to URL.
 type SnapshotRequest struct {
@@ -190,43 +163,11 @@ func ParseCancelArgs(b []byte) (id string, err error) {
 	return m["id"], err
 }
 
-// strictStrings reads a msgpack map whose keys are exactly those of want,
-// each once, each a str of at most want[key] bytes, with nothing after
-// it; an "id" must be a valid export id.
+// strictStrings is cmdargs.Strings with this package's limit and error.
 func strictStrings(b []byte, want map[string]int) (map[string]string, error) {
-	if len(b) > MaxArgBytes {
-		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrArgs, len(b), MaxArgBytes)
+	m, err := cmdargs.Strings(b, MaxArgBytes, want)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrArgs, err)
 	}
-	dec := msgpack.NewDecoder(bytes.NewReader(b))
-	n, err := dec.DecodeMapLen()
-	if err != nil || n < 0 {
-		return nil, fmt.Errorf("%w: not a map", ErrArgs)
-	}
-	if n != len(want) {
-		return nil, fmt.Errorf("%w: %d keys, want %d", ErrArgs, n, len(want))
-	}
-	out := map[string]string{}
-	for range n {
-		k, err := decodeStr(dec, 16)
-		if err != nil {
-			return nil, fmt.Errorf("%w: key: %v", ErrArgs, err)
-		}
-		max, ok := want[k]
-		if !ok {
-			return nil, fmt.Errorf("%w: unknown key %q", ErrArgs, k)
-		}
-		if _, dup := out[k]; dup {
-			return nil, fmt.Errorf("%w: key %q twice", ErrArgs, k)
-		}
-		if out[k], err = decodeStr(dec, max); err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrArgs, k, err)
-		}
-	}
-	if _, err := dec.PeekCode(); err == nil {
-		return nil, fmt.Errorf("%w: trailing bytes", ErrArgs)
-	}
-	if _, ok := want["id"]; ok && !validID(out["id"]) {
-		return nil, fmt.Errorf("%w: id %q", ErrArgs, out["id"])
-	}
-	return out, nil
+	return m, nil
 }

@@ -2,6 +2,7 @@ package export
 
 import (
 	"errors"
+	"github.com/outpost-gw/outpost/internal/cmdargs"
 	"testing"
 	"time"
 
@@ -80,7 +81,7 @@ func FuzzParseArgs(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if CheckURL(r.URL) != nil || r.Duration <= 0 || r.Duration > MaxDuration || !segment.ValidCamera(r.Camera) || !validID(r.ID) {
+		if CheckURL(r.URL) != nil || r.Duration <= 0 || r.Duration > MaxDuration || !segment.ValidCamera(r.Camera) || !cmdargs.ValidID(r.ID) {
 			t.Fatalf("accepted %+v", r)
 		}
 	})
@@ -130,7 +131,7 @@ func FuzzParseSnapshotArgs(f *testing.F) {
 	f.Add(enc(f, goodSnap()))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := ParseSnapshotArgs(b)
-		if err == nil && (CheckURL(r.URL) != nil || !segment.ValidCamera(r.Camera) || !validID(r.ID)) {
+		if err == nil && (CheckURL(r.URL) != nil || !segment.ValidCamera(r.Camera) || !cmdargs.ValidID(r.ID)) {
 			t.Fatalf("accepted %+v", r)
 		}
 	})
@@ -158,7 +159,7 @@ func TestParseCancelArgs(t *testing.T) {
 func FuzzParseCancelArgs(f *testing.F) {
 	f.Add(enc(f, map[string]any{"id": "exp-1"}))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if id, err := ParseCancelArgs(b); err == nil && !validID(id) {
+		if id, err := ParseCancelArgs(b); err == nil && !cmdargs.ValidID(id) {
 			t.Fatalf("accepted %q", id)
 		}
 	})

@@ -6,14 +6,11 @@
 package hold
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/vmihailenco/msgpack/v5"
-	"github.com/vmihailenco/msgpack/v5/msgpcode"
-
+	"github.com/outpost-gw/outpost/internal/cmdargs"
 	"github.com/outpost-gw/outpost/recorder/segment"
 )
 
@@ -81,72 +78,11 @@ func ParseReleaseArgs(b []byte) (id string, err error) {
 	return m["id"], err
 }
 
-// strictStrings reads a msgpack map whose keys are exactly those of want,
-// each once, each a str of at most want[key] bytes, with nothing after it;
-// "id" must be a valid hold id.
+// strictStrings is cmdargs.Strings with this package's limit and error.
 func strictStrings(b []byte, want map[string]int) (map[string]string, error) {
-	if len(b) > MaxArgBytes {
-		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrArgs, len(b), MaxArgBytes)
-	}
-	dec := msgpack.NewDecoder(bytes.NewReader(b))
-	n, err := dec.DecodeMapLen()
-	if err != nil || n < 0 {
-		return nil, fmt.Errorf("%w: not a map", ErrArgs)
-	}
-	if n != len(want) {
-		return nil, fmt.Errorf("%w: %d keys, want %d", ErrArgs, n, len(want))
-	}
-	out := map[string]string{}
-	for range n {
-		k, err := decodeStr(dec, 16)
-		if err != nil {
-			return nil, fmt.Errorf("%w: key: %v", ErrArgs, err)
-		}
-		max, ok := want[k]
-		if !ok {
-			return nil, fmt.Errorf("%w: unknown key %q", ErrArgs, k)
-		}
-		if _, dup := out[k]; dup {
-			return nil, fmt.Errorf("%w: key %q twice", ErrArgs, k)
-		}
-		if out[k], err = decodeStr(dec, max); err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrArgs, k, err)
-		}
-	}
-	if _, err := dec.PeekCode(); err == nil {
-		return nil, fmt.Errorf("%w: trailing bytes", ErrArgs)
-	}
-	if !ValidID(out["id"]) {
-		return nil, fmt.Errorf("%w: id %q", ErrArgs, out["id"])
-	}
-	return out, nil
-}
-
-// decodeStr reads a msgpack str (not bin) of at most max bytes.
-func decodeStr(dec *msgpack.Decoder, max int) (string, error) {
-	c, err := dec.PeekCode()
+	m, err := cmdargs.Strings(b, MaxArgBytes, want)
 	if err != nil {
-		return "", err
+		return nil, fmt.Errorf("%w: %v", ErrArgs, err)
 	}
-	if !msgpcode.IsFixedString(c) && c != msgpcode.Str8 && c != msgpcode.Str16 && c != msgpcode.Str32 {
-		return "", errors.New("not a string")
-	}
-	s, err := dec.DecodeString()
-	if err == nil && len(s) > max {
-		err = fmt.Errorf("longer than %d bytes", max)
-	}
-	return s, err
-}
-
-// ValidID reports a hold id: 1..64 of A-Z a-z 0-9 - _.
-func ValidID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, c := range s {
-		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '-' && c != '_' {
-			return false
-		}
-	}
-	return true
+	return m, nil
 }

@@ -2,6 +2,7 @@ package hold
 
 import (
 	"errors"
+	"github.com/outpost-gw/outpost/internal/cmdargs"
 	"testing"
 	"time"
 
@@ -77,7 +78,7 @@ func FuzzParseArgs(f *testing.F) {
 			}
 			return
 		}
-		if !ValidID(h.ID) || !h.End.After(h.Start) || h.End.Sub(h.Start) > MaxRange || !h.Until.After(now) || h.Until.Sub(now) > MaxUntil {
+		if !cmdargs.ValidID(h.ID) || !h.End.After(h.Start) || h.End.Sub(h.Start) > MaxRange || !h.Until.After(now) || h.Until.Sub(now) > MaxUntil {
 			t.Fatalf("accepted %+v", h)
 		}
 	})
@@ -103,7 +104,7 @@ func TestParseReleaseArgs(t *testing.T) {
 func FuzzParseReleaseArgs(f *testing.F) {
 	f.Add(enc(f, map[string]any{"id": "case-42"}))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if id, err := ParseReleaseArgs(b); err == nil && !ValidID(id) {
+		if id, err := ParseReleaseArgs(b); err == nil && !cmdargs.ValidID(id) {
 			t.Fatalf("accepted %q", id)
 		}
 	})
