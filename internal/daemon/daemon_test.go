@@ -230,21 +230,8 @@ func TestCloudEnrolAndCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer op.Close()
-	dev, err := op.Claim(context.Background(), s.Cloud.ClaimCode, "", 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		getJSON(t, "https://"+r.ep.HTTPS+"/api/v1/status", &s)
-		if s.Cloud.Enrolled && s.Cloud.State == "online" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not online after claim: %+v", s.Cloud)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	dev := claim(t, r, op)
+	s = waitOnline(t, r, 15*time.Second)
 	res, err := op.Command(context.Background(), dev, "ping", nil, 10*time.Second)
 	if err != nil || !res.OK {
 		t.Fatalf("ping: %+v %v", res, err)

@@ -217,21 +217,8 @@ func TestExportCommands(t *testing.T) {
 	defer op.Close()
 	ev := &exportEvents{}
 	op.Subscribe(ev.add)
-	var s Status
-	getJSON(t, "https://"+r.ep.HTTPS+"/api/v1/status", &s)
-	dev, err := op.Claim(context.Background(), s.Cloud.ClaimCode, "", 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		getJSON(t, "https://"+r.ep.HTTPS+"/api/v1/status", &s)
-		if s.Cloud.Enrolled && s.Cloud.State == "online" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not online: %+v", s.Cloud)
-		}
-	}
+	dev := claim(t, r, op)
+	waitOnline(t, r, 20*time.Second)
 	// Closed segments for two whole seconds after the first one began.
 	var from time.Time
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {

@@ -37,21 +37,8 @@ func TestHoldCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer op.Close()
-	var s Status
-	getJSON(t, "https://"+r.ep.HTTPS+"/api/v1/status", &s)
-	dev, err := op.Claim(context.Background(), s.Cloud.ClaimCode, "", 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		getJSON(t, "https://"+r.ep.HTTPS+"/api/v1/status", &s)
-		if s.Cloud.Enrolled && s.Cloud.State == "online" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not online: %+v", s.Cloud)
-		}
-	}
+	dev := claim(t, r, op)
+	waitOnline(t, r, 20*time.Second)
 	cmd := func(name string, args map[string]any) (map[string]any, string) {
 		t.Helper()
 		res, err := op.Command(context.Background(), dev, name, args, 15*time.Second)

@@ -148,28 +148,8 @@ func TestUpdateCommandEndToEnd(t *testing.T) {
 	defer op.Close()
 	ev := &otaEvents{ch: make(chan struct{}, 1)}
 	op.Subscribe(ev.add)
-	var s Status
-	getJSON(t, "https://"+r.ep.HTTPS+"/api/v1/status", &s)
-	dev, err := op.Claim(context.Background(), s.Cloud.ClaimCode, "", 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	waitOnline := func() {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			getJSON(t, "https://"+r.ep.HTTPS+"/api/v1/status", &s)
-			if s.Cloud.Enrolled && s.Cloud.State == "online" {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("not online: %+v", s.Cloud)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	waitOnline()
+	dev := claim(t, r, op)
+	waitOnline(t, r, 20*time.Second)
 	// Offered the way `outpost release push` does (internal/rollout over
 	// the operator's link): it waits for the box's outcome across the
 	// reboot below.
