@@ -80,3 +80,14 @@ func SameTracks(a, b []Track) bool {
 	}
 	return true
 }
+
+// Ticks converts a duration to a clock of rate ticks a second (a track's
+// ClockRate, an fMP4 time scale), rounding to the nearest tick, without
+// overflowing for long durations.
+func Ticks(d time.Duration, rate int) int64 {
+	if d < 0 {
+		return -Ticks(-d, rate)
+	}
+	r := int64(rate)
+	return int64(d/time.Second)*r + (int64(d%time.Second)*r+int64(time.Second)/2)/int64(time.Second)
+}

@@ -281,7 +281,7 @@ func (st *Stream) Write(s recorder.Sample) error {
 	ht, t := st.htr[s.Track], st.tracks[s.Track]
 	pts := s.PTS + st.offset
 	st.last = max(st.last, pts)
-	ticks := ticks(pts, t.ClockRate)
+	ticks := recorder.Ticks(pts, t.ClockRate)
 	ntp := s.Received
 	if ntp.IsZero() {
 		ntp = time.Now()
@@ -415,8 +415,4 @@ func hasDefault(ts []*gohlslib.Track) bool {
 		}
 	}
 	return false
-}
-
-func ticks(d time.Duration, rate int) int64 {
-	return int64(d/time.Second)*int64(rate) + int64(d%time.Second)*int64(rate)/int64(time.Second)
 }

@@ -344,7 +344,7 @@ func (st *Stream) Write(s recorder.Sample) error {
 	if err != nil {
 		return nil // unpacketizable unit: the recording does not care
 	}
-	ts := st.bases[s.Track] + uint32(ticks(pts, st.tracks[s.Track].ClockRate))
+	ts := st.bases[s.Track] + uint32(recorder.Ticks(pts, st.tracks[s.Track].ClockRate))
 	ntp := s.Received
 	if ntp.IsZero() {
 		ntp = time.Now()
@@ -374,10 +374,6 @@ func (st *Stream) close() {
 		st.stream.Close()
 		st.stream = nil
 	}
-}
-
-func ticks(d time.Duration, rate int) int64 {
-	return int64(d/time.Second)*int64(rate) + int64(d%time.Second)*int64(rate)/int64(time.Second)
 }
 
 // formatFor builds the SDP format of a track (parameter sets from the

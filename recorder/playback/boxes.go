@@ -442,12 +442,3 @@ func tickDuration(t uint64, scale uint32) time.Duration {
 	}
 	return time.Duration(s)*time.Second + time.Duration(r*uint64(time.Second)/uint64(scale))
 }
-
-// ticks converts a Duration to a time scale, rounding to the nearest tick.
-func ticks(d time.Duration, scale uint32) int64 {
-	if d < 0 {
-		return -ticks(-d, scale)
-	}
-	s := int64(scale)
-	return int64(d/time.Second)*s + (int64(d%time.Second)*s+int64(time.Second)/2)/int64(time.Second)
-}

@@ -33,6 +33,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-gw/outpost/recorder"
 	"github.com/outpost-gw/outpost/recorder/index"
 	"github.com/outpost-gw/outpost/recorder/segment"
 )
@@ -229,7 +230,7 @@ func (s *stream) part(f io.ReaderAt, p *part, shift time.Duration) error {
 	binary.BigEndian.PutUint32(p.seq, s.seq)
 	for _, tf := range p.trafs {
 		t := s.head.track(tf.t.id) // same ID, same track: the inits are equal
-		base := max(int64(tf.base)+ticks(shift, t.scale), s.ends[t])
+		base := max(int64(tf.base)+recorder.Ticks(shift, int(t.scale)), s.ends[t])
 		if tf.tfdt[0] == 1 {
 			binary.BigEndian.PutUint64(tf.tfdt[4:], uint64(base))
 		} else if base > math.MaxUint32 {

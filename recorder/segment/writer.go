@@ -410,7 +410,7 @@ func (w *Writer) push(t *track, u *unit) error {
 			w.seg.exact, w.seg.start = at.UTC(), at.UTC().Truncate(time.Millisecond)
 		}
 		for ct, cu := range carry {
-			ct.pending, ct.next = cu, ticks(cu.dts-u.dts, ct.timescale)
+			ct.pending, ct.next = cu, recorder.Ticks(cu.dts-u.dts, int(ct.timescale))
 		}
 		return err
 	}
@@ -431,10 +431,10 @@ func (w *Writer) push(t *track, u *unit) error {
 			w.stats.Dropped++
 			return nil
 		}
-		t.pending, t.next = u, ticks(rel, t.timescale)
+		t.pending, t.next = u, recorder.Ticks(rel, int(t.timescale))
 		return nil
 	}
-	w.appendPending(t, ticks(rel, t.timescale))
+	w.appendPending(t, recorder.Ticks(rel, int(t.timescale)))
 	t.pending = u
 	limit := w.cfg.PartDuration
 	if t != w.lead {
@@ -449,15 +449,6 @@ func (w *Writer) push(t *track, u *unit) error {
 	return nil
 }
 
-// ticks converts a duration to a time scale, rounding to the nearest tick.
-func ticks(d time.Duration, scale uint32) int64 {
-	if d < 0 {
-		return -ticks(-d, scale)
-	}
-	s := int64(scale)
-	return int64(d/time.Second)*s + (int64(d%time.Second)*s+int64(time.Second)/2)/int64(time.Second)
-}
-
 // appendPending moves t's pending sample into the part, ending at tick end.
 func (w *Writer) appendPending(t *track, end int64) {
 	p := t.pending
@@ -466,7 +457,7 @@ func (w *Writer) appendPending(t *track, end int64) {
 	if len(t.samples) == 0 {
 		t.base = uint64(t.next)
 	}
-	off := int32(ticks(p.pts-p.dts, t.timescale))
+	off := int32(recorder.Ticks(p.pts-p.dts, int(t.timescale)))
 	t.samples = append(t.samples, &fmp4.Sample{
 		Duration:        uint32(dur),
 		PTSOffset:       off,
@@ -508,7 +499,7 @@ func (w *Writer) openSegment(t *track, u *unit) error {
 	}
 	t.pending, t.next = u, 0
 	if t.src.Codec.IsVideo() {
-		t.delay = ticks(u.pts-u.dts, t.timescale)
+		t.delay = recorder.Ticks(u.pts-u.dts, int(t.timescale))
 	}
 	return nil
 }
@@ -526,7 +517,7 @@ func (w *Writer) closeSegment(cut *time.Duration) (map[*track]*unit, error) {
 		}
 		switch {
 		case cut != nil && t == w.lead:
-			w.appendPending(t, ticks(*cut-seg.startDTS, t.timescale))
+			w.appendPending(t, recorder.Ticks(*cut-seg.startDTS, int(t.timescale)))
 		case cut != nil && t.pending.dts >= *cut:
 			if carry == nil {
 				carry = map[*track]*unit{}
