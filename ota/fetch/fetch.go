@@ -55,13 +55,17 @@ type Options struct {
 	// doubling with jitter up to 30 s.
 	Backoff time.Duration
 	// Progress, if set, is called after every write with the bytes written
-	// so far (at most every 32 KiB).
+	// so far (at most every 256 KiB).
 	Progress func(written int64)
 	Log      *slog.Logger // nil discards
 }
 
 const (
-	bufSize    = 32 << 10
+	bufSize = 32 << 10
+	// blockSize bytes are read before they are passed on; hashDepth
+	// blocks at most wait for the hash.
+	blockSize  = 256 << 10
+	hashDepth  = 4
 	maxBackoff = 30 * time.Second
 	// probeWait bounds the wait for the body to end once every signed byte
 	// is in and the server did not declare a length.
@@ -83,7 +87,8 @@ func Fetch(ctx context.Context, client *http.Client, art manifest.Artifact, w io
 	if u, err := url.Parse(art.URL); err != nil || u.Scheme != "https" || art.Length <= 0 {
 		return fmt.Errorf("fetching %s: not a signed artifact (url %q, length %d)", art.Name, art.URL, art.Length)
 	}
-	f := &fetcher{client: client, art: art, w: w, o: o, h: sha256.New(), buf: make([]byte, bufSize)}
+	f := &fetcher{client: client, art: art, w: w, o: o, h: newHasher(), buf: make([]byte, bufSize)}
+	defer f.h.stop()
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
@@ -118,7 +123,7 @@ func Fetch(ctx context.Context, client *http.Client, art manifest.Artifact, w io
 		}
 		pause = min(2*pause, maxBackoff)
 	}
-	if sum := manifest.Digest(f.h.Sum(nil)); sum != art.SHA256 {
+	if sum := f.h.sum(); sum != art.SHA256 {
 		return fmt.Errorf("%w: %s has %s, signed %s", ErrHash, art.Name, sum, art.SHA256)
 	}
 	return nil
@@ -148,8 +153,8 @@ type fetcher struct {
 	art    manifest.Artifact
 	w      io.Writer
 	o      Options
-	h      hash.Hash
-	buf    []byte
+	h      *hasher
+	buf    []byte // the probe past the signed length
 	// written counts bytes passed to w (and h); received counts every byte
 	// read from a body, including a prefix skipped when a server ignores
 	// Range. The speed watch reads both.
@@ -207,18 +212,29 @@ func (f *fetcher) attempt(ctx context.Context) (retry bool, err error) {
 		}
 	}
 	for f.written.Load() < length {
-		buf := f.buf[:min(int64(len(f.buf)), length-f.written.Load())]
-		n, rerr := resp.Body.Read(buf)
-		if n > 0 {
+		// Fill a block (a TLS body gives at most one 16 KB record a
+		// read), pass it on and hash it beside the next reads.
+		blk := f.h.block()
+		want := min(int64(cap(blk)), length-f.written.Load())
+		var rerr error
+		for int64(len(blk)) < want && rerr == nil {
+			var n int
+			n, rerr = resp.Body.Read(blk[len(blk):want])
+			blk = blk[:len(blk)+n]
 			f.received.Add(int64(n))
-			if _, err := f.w.Write(buf[:n]); err != nil {
+		}
+		if len(blk) > 0 {
+			if _, err := f.w.Write(blk); err != nil {
+				f.h.give(blk[:0])
 				return false, fmt.Errorf("writing: %w", err)
 			}
-			f.h.Write(buf[:n])
-			w := f.written.Add(int64(n))
+			f.h.add(blk)
+			w := f.written.Add(int64(len(blk)))
 			if f.o.Progress != nil {
 				f.o.Progress(w)
 			}
+		} else {
+			f.h.give(blk)
 		}
 		if rerr == io.EOF && f.written.Load() < length {
 			return true, fmt.Errorf("body ended early: %w", io.ErrUnexpectedEOF)
@@ -272,6 +288,50 @@ func (f *fetcher) watch(ctx context.Context, cancel context.CancelCauseFunc) {
 			}
 		}
 	}
+}
+
+// hasher hashes the written blocks in a goroutine of its own, in order,
+// beside the reads of the next ones: the SHA-256 and the TLS reads then take
+// a core each instead of turns on one.
+type hasher struct {
+	h    hash.Hash
+	in   chan []byte
+	free chan []byte
+	done chan struct{}
+	once bool // stopped
+}
+
+func newHasher() *hasher {
+	x := &hasher{h: sha256.New(), in: make(chan []byte, hashDepth), free: make(chan []byte, hashDepth), done: make(chan struct{})}
+	for range hashDepth {
+		x.free <- make([]byte, 0, blockSize)
+	}
+	go func() {
+		defer close(x.done)
+		for b := range x.in {
+			x.h.Write(b)
+			x.free <- b[:0]
+		}
+	}()
+	return x
+}
+
+func (x *hasher) block() []byte { return <-x.free }
+func (x *hasher) give(b []byte) { x.free <- b[:0] }
+func (x *hasher) add(b []byte)  { x.in <- b }
+
+// stop waits for every added block to be hashed.
+func (x *hasher) stop() {
+	if !x.once {
+		x.once = true
+		close(x.in)
+		<-x.done
+	}
+}
+
+func (x *hasher) sum() manifest.Digest {
+	x.stop()
+	return manifest.Digest(x.h.Sum(nil))
 }
 
 type countingReader struct {
