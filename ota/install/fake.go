@@ -42,7 +42,7 @@ func (f *Fake) StreamTo(ctx context.Context, dest string, r io.Reader) error {
 }
 
 // ReadBack opens f.Path.
-func (f *Fake) ReadBack(dest string) (io.ReadCloser, error) { return os.Open(f.Path) }
+func (f *Fake) ReadBack(dest string) (Slot, error) { return os.Open(f.Path) }
 
 func (f *Fake) Testboot(ctx context.Context) error {
 	f.record("testboot")

@@ -77,10 +77,11 @@ func (g *Gokrazy) inactiveRoot() (string, error) {
 }
 
 // ReadBack opens the partition gokrazy just wrote ("root" only: the
-// inactive root slot) for the installer's re-hash. The page cache of the
+// inactive root slot, which during a trial boot is the running one, as
+// gokrazy counts them) for the installer's checks. The page cache of the
 // device is dropped first (gokrazy synced it), so the bytes come from the
 // medium, not from what was cached while writing.
-func (g *Gokrazy) ReadBack(dest string) (io.ReadCloser, error) {
+func (g *Gokrazy) ReadBack(dest string) (Slot, error) {
 	if dest != "root" {
 		return nil, fmt.Errorf("install: read back %q: only the root slot", dest)
 	}
