@@ -1,16 +1,27 @@
 // Command otainstall measures the install path of one root image and prints
 // its time and the installing process's peak RSS beside `dd` of the same
-// bytes to the same target file.
+// bytes to the same target.
 //
 // As on a box: the installer (ota/install over the gokrazy target, in a
 // child process of its own, like outpostd) verifies a signed manifest,
 // fetches the image over loopback TLS, hashes it while it streams through
 // gokrazy's update protocol (github.com/gokrazy/updater, PUT /update/root
 // over a Unix socket, like /run/gokrazy-http.sock) to a server that writes
-// it to the target file and fsyncs it (as gokrazy writes the inactive root
-// partition), then reads the file back and re-hashes it, testboots and
+// it to the target and fsyncs it (as gokrazy writes the inactive root
+// partition), spot-checks the written slot from the medium, testboots and
 // reboots (both only recorded). The artifact and update servers run in this
-// parent process. Usage: go run ./bench/otainstall [-mb 256]
+// parent process. The child then also times the full re-hash of the slot
+// that the health gate runs during the trial boot (not part of the install).
+//
+// Targets (-devices): "sd" and "ssd" are a loop device throttled with the
+// blkio controller to the sequential speeds of a Raspberry Pi 4's SD slot
+// with a good A1/A2 card (write 25 MB/s, read 45 MB/s) and of a SATA SSD
+// (write 450 MB/s, read 520 MB/s); they need root and cgroup v1 blkio
+// (skipped with a note otherwise). "file" is a plain file on this machine's
+// disk, through its page cache. Before each dd and each install the
+// target's page cache is dropped.
+//
+// Usage: go run ./bench/otainstall [-mb 256] [-devices sd,ssd,file] [-runs 3]
 package main
 
 import (
@@ -21,8 +32,10 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"log/slog"
 	"net"
@@ -32,17 +45,36 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/outpost-gw/outpost/internal/store"
 	"github.com/outpost-gw/outpost/ota/install"
 	"github.com/outpost-gw/outpost/ota/manifest"
 )
 
+// device is a target profile: bytes per second written and read (0: not
+// throttled, a plain file).
+type device struct {
+	name        string
+	write, read int64
+	about       string
+}
+
+var devices = []device{
+	{"sd", 25e6, 45e6, "loop device throttled to a Pi 4 SD card (write 25 MB/s, read 45 MB/s)"},
+	{"ssd", 450e6, 520e6, "loop device throttled to a SATA SSD (write 450 MB/s, read 520 MB/s)"},
+	{"file", 0, 0, "a file on this machine's virtual disk (page cache, host cache)"},
+}
+
 // job is what the child installs.
 type job struct {
 	Socket, Target, Store, Cmdline string
+	Length                         int64
 	CAPEM                          []byte
 	Root                           []ed25519.PublicKey
 	Keys, Manifest                 []byte
@@ -50,6 +82,8 @@ type job struct {
 
 func main() {
 	mb := flag.Int("mb", 256, "image size in MiB")
+	only := flag.String("devices", "sd,ssd,file", "targets, comma-separated: "+names())
+	runs := flag.Int("runs", 3, "dd + install pairs per target")
 	child := flag.String("child", "", "(internal) run the install described in this file")
 	flag.Parse()
 	if *child != "" {
@@ -77,8 +111,7 @@ func main() {
 
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, img) }))
 	defer srv.Close()
-	target := filepath.Join(dir, "slot")
-	us := &install.UpdaterServer{Path: target}
+	us := &install.UpdaterServer{}
 	sock := filepath.Join(dir, "gokrazy-http.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -99,47 +132,166 @@ func main() {
 	}
 	cmdline := filepath.Join(dir, "cmdline")
 	os.WriteFile(cmdline, []byte("root=PARTUUID=2e18c40c-02 init=/gokrazy/init\n"), 0o600)
-	j := job{Socket: sock, Target: target, Store: filepath.Join(dir, "db"), Cmdline: cmdline, Root: root.Keys, Keys: keys, Manifest: m,
-		CAPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})}
-	jb, _ := json.Marshal(j)
-	jobPath := filepath.Join(dir, "job.json")
-	os.WriteFile(jobPath, jb, 0o600)
-
-	// dd first, so the page cache holds the image for both runs alike.
-	t0 := time.Now()
-	out, err := exec.Command("dd", "if="+img, "of="+target, "bs=1M", "conv=fsync", "status=none").CombinedOutput()
-	if err != nil {
-		log.Fatalf("dd: %v %s", err, out)
-	}
-	ddTime := time.Since(t0)
-	os.Remove(target)
-
 	self, err := os.Executable()
 	if err != nil {
 		log.Fatal(err)
 	}
-	cmd := exec.Command(self, "-child", jobPath)
-	cmd.Stderr = os.Stderr
-	out, err = cmd.Output()
-	if err != nil {
-		log.Fatalf("installer: %v", err)
+
+	fmt.Printf("image %d MiB; install = verify + TLS fetch + sha256 + /update/root + fsync + spot check of the slot\n", *mb)
+	fmt.Printf("%-5s %3s %9s %9s %8s %7s %9s %9s %9s %8s %8s\n", "dev", "run", "dd s", "install s", "x dd", "spot s", "gate s", "CPU s", "srv CPU s", "RSS MB", "MB/s")
+	var summary []string
+	for _, name := range strings.Split(*only, ",") {
+		i := slices.IndexFunc(devices, func(d device) bool { return d.name == name })
+		if i < 0 {
+			log.Fatalf("unknown device %q (%s)", name, names())
+		}
+		d := devices[i]
+		target, cleanup, err := d.open(dir, length)
+		if err != nil {
+			fmt.Printf("%-5s skipped: %v\n", d.name, err)
+			summary = append(summary, fmt.Sprintf("%s: skipped (%v)", d.name, err))
+			continue
+		}
+		us.Path = target
+		var ratios, rss []float64
+		for run := 1; run <= *runs; run++ {
+			dropCache(target)
+			t0 := time.Now()
+			out, err := exec.Command("dd", "if="+img, "of="+target, "bs=1M", "conv=fsync", "status=none").CombinedOutput()
+			if err != nil {
+				cleanup()
+				log.Fatalf("dd: %v %s", err, out)
+			}
+			ddTime := time.Since(t0)
+			wipe(target, length)
+			dropCache(target)
+
+			j := job{Socket: sock, Target: target, Store: filepath.Join(dir, fmt.Sprintf("db-%s-%d", d.name, run)), Cmdline: cmdline, Root: root.Keys, Keys: keys, Manifest: m,
+				CAPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), Length: length}
+			jb, _ := json.Marshal(j)
+			jobPath := filepath.Join(dir, "job.json")
+			os.WriteFile(jobPath, jb, 0o600)
+			cmd := exec.Command(self, "-child", jobPath)
+			cmd.Stderr = os.Stderr
+			srv0 := selfCPU()
+			out, err = cmd.Output()
+			srvCPU := selfCPU() - srv0
+			if err != nil {
+				cleanup()
+				log.Fatalf("installer: %v", err)
+			}
+			var res result
+			if err := json.Unmarshal(out, &res); err != nil {
+				cleanup()
+				log.Fatalf("installer said %q: %v", out, err)
+			}
+			ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+			cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+			ratio := res.Seconds / ddTime.Seconds()
+			ratios, rss = append(ratios, ratio), append(rss, float64(ru.Maxrss)/1024)
+			fmt.Printf("%-5s %3d %9.2f %9.2f %7.2fx %7.2f %9.2f %9.2f %9.2f %8.1f %8.1f\n", d.name, run, ddTime.Seconds(), res.Seconds, ratio,
+				res.Spot, res.Gate, cpu.Seconds(), srvCPU.Seconds(), float64(ru.Maxrss)/1024, float64(length)/1e6/res.Seconds)
+		}
+		cleanup()
+		slices.Sort(ratios)
+		summary = append(summary, fmt.Sprintf("%s (%s): install %.2f–%.2fx dd (median %.2fx), peak RSS ≤ %.1f MB",
+			d.name, d.about, ratios[0], ratios[len(ratios)-1], ratios[len(ratios)/2], slices.Max(rss)))
 	}
-	var res struct{ Seconds, Stream, Rehash float64 }
-	if err := json.Unmarshal(out, &res); err != nil {
-		log.Fatalf("installer said %q: %v", out, err)
+	fmt.Println("targets: install ≤ 1.2x dd, peak RSS ≤ 32 MB")
+	for _, l := range summary {
+		fmt.Println(" ", l)
 	}
-	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	rss := ru.Maxrss // KiB
-	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	fmt.Printf("image %d MiB\n", *mb)
-	fmt.Printf("dd bs=1M conv=fsync                 : %7.2f s  %7.1f MB/s\n", ddTime.Seconds(), float64(length)/1e6/ddTime.Seconds())
-	fmt.Printf("ota/install via gokrazy's updater   : %7.2f s  %7.1f MB/s  %.2fx dd  (TLS fetch + sha256 + /update/root + fsync + read-back re-hash)\n",
-		res.Seconds, float64(length)/1e6/res.Seconds, res.Seconds/ddTime.Seconds())
-	fmt.Printf("  of which verify+fetch+stream+fsync: %7.2f s, read-back re-hash %.2f s\n", res.Stream, res.Rehash)
-	fmt.Printf("CPU of the installing process       : %7.2f s (user+sys)\n", cpu.Seconds())
-	fmt.Printf("peak RSS of the installing process  : %.1f MB\n", float64(rss)/1024)
-	fmt.Printf("update API calls                    : %v\n", us.Calls())
+	fmt.Printf("update API calls (last install): %v\n", us.Calls())
 }
+
+func names() string {
+	var n []string
+	for _, d := range devices {
+		n = append(n, d.name)
+	}
+	return strings.Join(n, ", ")
+}
+
+// open makes the target: a plain file, or a loop device over a file,
+// throttled through the root blkio cgroup (cgroup v1); cleanup lifts the
+// throttle and detaches the device.
+func (d device) open(dir string, length int64) (string, func(), error) {
+	back := filepath.Join(dir, "slot-"+d.name)
+	// Written out once, so that neither run pays for allocating the
+	// backing file's blocks.
+	if err := os.WriteFile(back, make([]byte, length+16<<20), 0o600); err != nil {
+		return "", nil, err
+	}
+	dropCache(back)
+	if d.write == 0 {
+		return back, func() { os.Remove(back) }, nil
+	}
+	const blkio = "/sys/fs/cgroup/blkio"
+	if _, err := os.Stat(filepath.Join(blkio, "blkio.throttle.write_bps_device")); err != nil {
+		return "", nil, errors.New("needs cgroup v1 blkio throttling (" + blkio + ")")
+	}
+	out, err := exec.Command("losetup", "-f", "--show", back).Output()
+	if err != nil {
+		return "", nil, fmt.Errorf("losetup (needs root): %w", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	var st unix.Stat_t
+	if err := unix.Stat(dev, &st); err != nil {
+		exec.Command("losetup", "-d", dev).Run()
+		return "", nil, err
+	}
+	mm := fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	set := func(file string, bps int64) error {
+		return os.WriteFile(filepath.Join(blkio, file), []byte(fmt.Sprintf("%s %d\n", mm, bps)), 0o644)
+	}
+	cleanup := func() {
+		set("blkio.throttle.write_bps_device", 0)
+		set("blkio.throttle.read_bps_device", 0)
+		exec.Command("losetup", "-d", dev).Run()
+		os.Remove(back)
+	}
+	if err := errors.Join(set("blkio.throttle.write_bps_device", d.write), set("blkio.throttle.read_bps_device", d.read)); err != nil {
+		cleanup()
+		return "", nil, fmt.Errorf("throttling %s: %w", dev, err)
+	}
+	return dev, cleanup, nil
+}
+
+// dropCache writes back and drops the target's page cache, so neither run
+// finds the other's bytes cached.
+func dropCache(path string) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	f.Sync()
+	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+}
+
+// wipe overwrites the image's first and last MiB, so the install cannot
+// pass on what dd left.
+func wipe(path string, length int64) {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	z := make([]byte, 1<<20)
+	f.WriteAt(z, 0)
+	f.WriteAt(z, length-1<<20)
+	f.Sync()
+}
+
+// selfCPU is this process's CPU time so far: the artifact and update
+// servers, which on a box run elsewhere (artifacts) or in gokrazy's init.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+type result struct{ Seconds, Stream, Spot, Gate float64 }
 
 func runChild(path string) {
 	b, err := os.ReadFile(path)
@@ -175,14 +327,14 @@ func runChild(path string) {
 	}
 	defer st.Close()
 	verified := false
-	var streamed, rehashed time.Duration
+	var streamed, spotted time.Duration
 	in := &install.Installer{Store: st, Root: manifest.RootOfTrust{Keys: j.Root, Threshold: 1}, HWTarget: "amd64", Target: g, Client: client,
 		Progress: func(e install.Event) {
 			switch {
 			case e.Phase == install.Verifying && e.Version != 0: // the written slot
 				streamed = time.Since(t0)
 			case e.Phase == install.Installed:
-				verified, rehashed = true, time.Since(t0)-streamed
+				verified, spotted = true, time.Since(t0)-streamed
 			}
 		}}
 	if err := in.Offer(ctx, j.Keys, j.Manifest); err != nil {
@@ -191,5 +343,19 @@ func runChild(path string) {
 	if !verified {
 		log.Fatal("the install did not reach installed")
 	}
-	json.NewEncoder(os.Stdout).Encode(map[string]float64{"Seconds": time.Since(t0).Seconds(), "Stream": streamed.Seconds(), "Rehash": rehashed.Seconds()})
+	total := time.Since(t0)
+	// The gate's full re-hash of the slot (from the medium), as the trial
+	// boot runs it beside the health check.
+	t1 := time.Now()
+	slot, err := g.ReadBack("root")
+	if err != nil {
+		log.Fatal(err)
+	}
+	hh := sha256.New()
+	if _, err := io.Copy(hh, io.NewSectionReader(slot, 0, j.Length)); err != nil {
+		log.Fatal(err)
+	}
+	slot.Close()
+	gate := time.Since(t1)
+	json.NewEncoder(os.Stdout).Encode(result{Seconds: total.Seconds(), Stream: streamed.Seconds(), Spot: spotted.Seconds(), Gate: gate.Seconds()})
 }
