@@ -82,20 +82,26 @@ func (g *Gokrazy) inactiveRoot() (string, error) {
 // device is dropped first (gokrazy synced it), so the bytes come from the
 // medium, not from what was cached while writing.
 func (g *Gokrazy) ReadBack(dest string) (Slot, error) {
-	if dest != "root" {
-		return nil, fmt.Errorf("install: read back %q: only the root slot", dest)
-	}
-	dev, err := g.inactiveRoot()
-	if err != nil {
-		return nil, err
-	}
-	f, err := os.Open(dev)
+	f, err := g.openSlot("read back", dest)
 	if err != nil {
 		return nil, err
 	}
 	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("install: dropping the cache of %s: %w", dev, err)
+		return nil, fmt.Errorf("install: dropping the cache of %s: %w", f.Name(), err)
 	}
 	return f, nil
+}
+
+// openSlot opens the device of the root slot gokrazy writes, for reading
+// (what names the caller in errors; dest must be "root").
+func (g *Gokrazy) openSlot(what, dest string) (*os.File, error) {
+	if dest != "root" {
+		return nil, fmt.Errorf("install: %s %q: only the root slot", what, dest)
+	}
+	dev, err := g.inactiveRoot()
+	if err != nil {
+		return nil, err
+	}
+	return os.Open(dev)
 }

@@ -1,7 +1,6 @@
 package install
 
 import (
-	"fmt"
 	"os"
 	"sync"
 
@@ -37,14 +36,7 @@ var _ Writebacker = (*Gokrazy)(nil)
 // Writeback opens the partition gokrazy writes ("root" only) to follow the
 // stream into it.
 func (g *Gokrazy) Writeback(dest string) (Writeback, error) {
-	if dest != "root" {
-		return nil, fmt.Errorf("install: writeback of %q: only the root slot", dest)
-	}
-	dev, err := g.inactiveRoot()
-	if err != nil {
-		return nil, err
-	}
-	f, err := os.Open(dev)
+	f, err := g.openSlot("writeback of", dest)
 	if err != nil {
 		return nil, err
 	}
