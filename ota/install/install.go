@@ -429,9 +429,12 @@ func (in *Installer) gate(ctx context.Context, st State) error {
 	slotErr := make(chan error, 1)
 	if rb, ok := in.Target.(ReadBacker); ok {
 		go func() {
+			t0 := time.Now()
 			err := checkTrialSlot(hctx, rb, st.Manifest)
 			if err != nil {
 				cancel() // no need to wait for the health check
+			} else {
+				in.log().Info("ota: the trial slot hashes to the signed digest", "version", st.Version, "took", time.Since(t0).Round(time.Millisecond))
 			}
 			slotErr <- err
 		}()
