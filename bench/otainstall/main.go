@@ -138,7 +138,7 @@ func main() {
 	}
 
 	fmt.Printf("image %d MiB; install = verify + TLS fetch + sha256 + /update/root + fsync + spot check of the slot\n", *mb)
-	fmt.Printf("%-5s %3s %9s %9s %8s %7s %9s %9s %9s %8s %8s\n", "dev", "run", "dd s", "install s", "x dd", "spot s", "gate s", "CPU s", "srv CPU s", "RSS MB", "MB/s")
+	fmt.Printf("%-5s %3s %9s %9s %8s %7s %9s %9s %9s %8s %8s\n", "dev", "run", "dd s", "install s", "x dd", "spot s", "gate s", "CPU s", "srv CPU s", "VmHWM MB", "MB/s")
 	var summary []string
 	for _, name := range strings.Split(*only, ",") {
 		i := slices.IndexFunc(devices, func(d device) bool { return d.name == name })
@@ -188,9 +188,9 @@ func main() {
 			ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 			cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 			ratio := res.Seconds / ddTime.Seconds()
-			ratios, rss = append(ratios, ratio), append(rss, float64(ru.Maxrss)/1024)
+			ratios, rss = append(ratios, ratio), append(rss, res.HWM)
 			fmt.Printf("%-5s %3d %9.2f %9.2f %7.2fx %7.2f %9.2f %9.2f %9.2f %8.1f %8.1f\n", d.name, run, ddTime.Seconds(), res.Seconds, ratio,
-				res.Spot, res.Gate, cpu.Seconds(), srvCPU.Seconds(), float64(ru.Maxrss)/1024, float64(length)/1e6/res.Seconds)
+				res.Spot, res.Gate, cpu.Seconds(), srvCPU.Seconds(), res.HWM, float64(length)/1e6/res.Seconds)
 		}
 		cleanup()
 		slices.Sort(ratios)
@@ -201,7 +201,8 @@ func main() {
 	for _, l := range summary {
 		fmt.Println(" ", l)
 	}
-	fmt.Printf("update API calls (last install): %v\n", us.Calls())
+	calls := us.Calls()
+	fmt.Printf("update API calls (last install): %v\n", calls[max(0, len(calls)-4):])
 }
 
 func names() string {
@@ -219,7 +220,15 @@ func (d device) open(dir string, length int64) (string, func(), error) {
 	back := filepath.Join(dir, "slot-"+d.name)
 	// Written out once, so that neither run pays for allocating the
 	// backing file's blocks.
-	if err := os.WriteFile(back, make([]byte, length+16<<20), 0o600); err != nil {
+	bf, err := os.Create(back)
+	if err != nil {
+		return "", nil, err
+	}
+	zero := make([]byte, 1<<20)
+	for n := int64(0); n < length+16<<20 && err == nil; n += int64(len(zero)) {
+		_, err = bf.Write(zero)
+	}
+	if err = errors.Join(err, bf.Close()); err != nil {
 		return "", nil, err
 	}
 	dropCache(back)
@@ -291,7 +300,22 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-type result struct{ Seconds, Stream, Spot, Gate float64 }
+type result struct{ Seconds, Stream, Spot, Gate, HWM float64 }
+
+// vmHWM is this process's peak RSS in MB, from /proc/self/status (the
+// child's own: rusage's maxrss of a child starts from its parent's RSS at
+// the fork).
+func vmHWM() float64 {
+	b, _ := os.ReadFile("/proc/self/status")
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			var kb float64
+			fmt.Sscanf(strings.TrimSpace(v), "%f", &kb)
+			return kb / 1024
+		}
+	}
+	return 0
+}
 
 func runChild(path string) {
 	b, err := os.ReadFile(path)
@@ -357,5 +381,5 @@ func runChild(path string) {
 	}
 	slot.Close()
 	gate := time.Since(t1)
-	json.NewEncoder(os.Stdout).Encode(result{Seconds: total.Seconds(), Stream: streamed.Seconds(), Spot: spotted.Seconds(), Gate: gate.Seconds()})
+	json.NewEncoder(os.Stdout).Encode(result{Seconds: total.Seconds(), Stream: streamed.Seconds(), Spot: spotted.Seconds(), Gate: gate.Seconds(), HWM: vmHWM()})
 }
