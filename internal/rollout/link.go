@@ -85,8 +85,11 @@ func (l *Link) Offer(ctx context.Context, device string) error {
 	l.waiting[device] = make(chan Result, 1)
 	delete(l.outcomes, device) // an earlier run's outcome
 	l.mu.Unlock()
+	// The command waits at the broker for a box that is offline: it has
+	// the box's whole window (the rollout's per-box timeout) to connect,
+	// take it and answer, not a minute.
 	timeout := time.Minute
-	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
+	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
 	r, err := l.op.Command(ctx, device, "update", l.args, timeout)

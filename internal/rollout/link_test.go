@@ -20,11 +20,16 @@ type fakeOperator struct {
 	subs   []func(operator.Message)
 	answer func(device string) wire.CommandResult
 	sent   map[string]map[string][]byte
+	waits  map[string]time.Duration // the timeout each command was sent with
 }
 
 func (f *fakeOperator) Command(ctx context.Context, device, name string, args any, timeout time.Duration) (wire.CommandResult, error) {
 	f.mu.Lock()
 	f.sent[device] = args.(map[string][]byte)
+	if f.waits == nil {
+		f.waits = map[string]time.Duration{}
+	}
+	f.waits[device] = timeout
 	f.mu.Unlock()
 	if name != "update" {
 		return wire.CommandResult{Error: "unknown command"}, nil
@@ -108,5 +113,15 @@ func TestLink(t *testing.T) {
 	}
 	if _, err := l.Outcome(ctx, "never-offered"); err == nil {
 		t.Error("outcome of a box never offered")
+	}
+	// The command waits for an offline box as long as the box's window
+	// (the rollout's per-box timeout), not a fixed minute.
+	for _, window := range []time.Duration{20 * time.Minute, 10 * time.Second} {
+		wctx, cancel := context.WithTimeout(ctx, window)
+		l.Offer(wctx, "c")
+		cancel()
+		if got := op.waits["c"]; got > window || got < window-5*time.Second {
+			t.Errorf("window %v: the command waits %v", window, got)
+		}
 	}
 }
