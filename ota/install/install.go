@@ -363,6 +363,16 @@ func (in *Installer) fromInstalled(ctx context.Context, st State) error {
 	return in.Target.Reboot(ctx)
 }
 
+// failTrial records a failed trial, then reboots: the trial boot returns
+// to the old slot by itself.
+func (in *Installer) failTrial(ctx context.Context, st State, err error) error {
+	ferr := in.fail(st, err)
+	if rerr := in.Target.Reboot(ctx); rerr != nil {
+		return errors.Join(ferr, rerr)
+	}
+	return ferr
+}
+
 // fail ends the attempt without touching the boot configuration.
 func (in *Installer) fail(st State, err error) error {
 	st.Phase, st.Reason = RolledBack, err.Error()
@@ -419,6 +429,11 @@ func (in *Installer) gate(ctx context.Context, st State) error {
 		// the trial): gokrazy fell back to the old slot by itself.
 		return in.fail(st, errors.New("trial boot did not run the new version (fell back to the old slot)"))
 	}
+	if tc, ok := in.Target.(TrialChecker); ok {
+		if err := tc.CheckTrial(); err != nil {
+			return in.failTrial(ctx, st, err)
+		}
+	}
 	w := in.Window
 	if w <= 0 {
 		w = 5 * time.Minute
@@ -451,13 +466,7 @@ func (in *Installer) gate(ctx context.Context, st State) error {
 		herr = fmt.Errorf("health gate: %w", herr)
 	}
 	if herr != nil {
-		// Record the outcome first, then reboot: the trial boot
-		// returns to the old slot by itself.
-		ferr := in.fail(st, herr)
-		if rerr := in.Target.Reboot(ctx); rerr != nil {
-			return errors.Join(ferr, rerr)
-		}
-		return ferr
+		return in.failTrial(ctx, st, herr)
 	}
 	if err := in.Target.Switch(ctx); err != nil {
 		ferr := in.fail(st, fmt.Errorf("switch: %w", err))
