@@ -83,6 +83,9 @@ type State struct {
 	Floor       uint64 `json:"floor"`
 	KeysVersion uint64 `json:"keys_version"`
 	Reason      string `json:"reason,omitempty"`
+	// KernelModules are the running root's module trees when the offer
+	// was taken (see ModuleLister); nil: not recorded.
+	KernelModules []string `json:"kernel_modules"`
 }
 
 var bucket = store.NewBucket[State]("ota")
@@ -200,6 +203,12 @@ func (in *Installer) Offer(ctx context.Context, keysDoc, manifestDoc []byte) err
 		return in.refuse(0, err)
 	}
 	st.Phase, st.Version, st.KeysDoc, st.Manifest, st.Reason = Downloading, m.Version, keysDoc, manifestDoc, ""
+	st.KernelModules = nil
+	if ml, ok := in.Target.(ModuleLister); ok {
+		if st.KernelModules, err = ml.KernelModules(); err != nil {
+			return in.refuse(m.Version, err)
+		}
+	}
 	if err := in.save(st); err != nil {
 		return err
 	}
@@ -429,8 +438,8 @@ func (in *Installer) gate(ctx context.Context, st State) error {
 		// the trial): gokrazy fell back to the old slot by itself.
 		return in.fail(st, errors.New("trial boot did not run the new version (fell back to the old slot)"))
 	}
-	if tc, ok := in.Target.(TrialChecker); ok {
-		if err := tc.CheckTrial(); err != nil {
+	if ml, ok := in.Target.(ModuleLister); ok {
+		if err := checkModules(ml, st.KernelModules); err != nil {
 			return in.failTrial(ctx, st, err)
 		}
 	}
