@@ -6,16 +6,12 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,73 +20,12 @@ import (
 	"github.com/outpost-gw/outpost/internal/config"
 	"github.com/outpost-gw/outpost/internal/fleet"
 	"github.com/outpost-gw/outpost/internal/operator"
+	"github.com/outpost-gw/outpost/recorder/export/exporttest"
 	"github.com/outpost-gw/outpost/recorder/democam"
 )
 
-// session is one resumable upload session (GCS style) whose first chunk
-// PUT takes half the body, then hangs until the client goes.
-type session struct {
-	mu       sync.Mutex
-	got      []byte
-	complete bool
-	cut      bool
-}
-
-func (s *session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	span, total, _ := strings.Cut(strings.TrimPrefix(r.Header.Get("Content-Range"), "bytes "), "/")
-	n, err := strconv.Atoi(total)
-	if r.Method != http.MethodPut || r.URL.Query().Get("sig") != "k" || err != nil {
-		http.Error(w, "bad request", http.StatusBadRequest)
-		return
-	}
-	if span != "*" {
-		from, _, _ := strings.Cut(span, "-")
-		s.mu.Lock()
-		cut, at := s.cut, len(s.got)
-		s.cut = false
-		s.mu.Unlock()
-		if strconv.Itoa(at) != from {
-			http.Error(w, "chunk not where the session is", http.StatusBadRequest)
-			return
-		}
-		if cut {
-			half := make([]byte, r.ContentLength/2)
-			k, _ := io.ReadFull(r.Body, half)
-			s.mu.Lock()
-			s.got = append(s.got, half[:k]...)
-			s.mu.Unlock()
-			// Hang until the client dies: mid-body, or waiting for an answer.
-			if _, err := io.Copy(io.Discard, r.Body); err == nil {
-				<-r.Context().Done()
-			}
-			panic(http.ErrAbortHandler)
-		}
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			return
-		}
-		s.mu.Lock()
-		s.got = append(s.got, body...)
-		s.mu.Unlock()
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.got) == n {
-		s.complete = true
-		w.WriteHeader(http.StatusOK)
-		return
-	}
-	if len(s.got) > 0 {
-		w.Header().Set("Range", fmt.Sprintf("bytes=0-%d", len(s.got)-1))
-	}
-	w.WriteHeader(http.StatusPermanentRedirect)
-}
-
-func (s *session) state() ([]byte, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.got), s.complete
-}
+// uploadPath is where the clip goes on the upload server.
+const uploadPath = "/b/clip.mp4"
 
 // TestExportKill9Resumes: the real outpost CLI asks the real daemon for a
 // clip export; half of the first chunk reaches the upload server, then the
@@ -137,7 +72,8 @@ func TestExportKill9Resumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cam.Close()
-	up := &session{cut: true}
+	up := &exporttest.Server{Sig: "k"}
+	up.Inject("", exporttest.Hang) // half of the first chunk, then it waits for the client to go
 	srv := httptest.NewTLSServer(up)
 	defer srv.Close()
 	caFile := filepath.Join(dir, "upload-ca.pem")
@@ -190,13 +126,13 @@ func TestExportKill9Resumes(t *testing.T) {
 
 	var out bytes.Buffer
 	cmd := exec.Command(cli, "fleet", "export", dev, "--dir", f.Dir, "--broker", br.URL().String(), "--camera", "door",
-		"--start", from.UTC().Format(time.RFC3339), "--duration", "2s", "--url", srv.URL+"/b/clip.mp4?upload_id=1&sig=k", "--wait", "90s")
+		"--start", from.UTC().Format(time.RFC3339), "--duration", "2s", "--url", srv.URL+uploadPath+"?upload_id=1&sig=k", "--wait", "90s")
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if got, _ := up.state(); len(got) > 0 {
+		if got, _ := up.File(uploadPath); len(got) > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -205,10 +141,10 @@ func TestExportKill9Resumes(t *testing.T) {
 	}
 	box.Process.Signal(syscall.SIGKILL)
 	box.Wait()
-	half, _ := up.state()
+	half, _ := up.File(uploadPath)
 	box = startBox()
 	werr := cmd.Wait()
-	got, complete := up.state()
+	got, complete := up.File(uploadPath)
 	if werr != nil || !complete || !strings.Contains(out.String(), ": done") {
 		b, _ := os.ReadFile(logs.Name())
 		t.Fatalf("CLI: %v\n%s\nserver: %d bytes, complete %v\nbox logs:\n%s", werr, out.String(), len(got), complete, tail(string(b), 30))

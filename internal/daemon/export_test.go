@@ -3,8 +3,6 @@ package daemon
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -22,110 +20,8 @@ import (
 	"github.com/outpost-gw/outpost/internal/config"
 	"github.com/outpost-gw/outpost/internal/operator"
 	"github.com/outpost-gw/outpost/recorder/democam"
+	"github.com/outpost-gw/outpost/recorder/export/exporttest"
 )
-
-// uploadSessions is a store of resumable upload sessions (GCS style), one
-// per URL path. A session made by cutFirst keeps half of its first chunk
-// and then waits for release (or the client's end) before dropping the
-// connection.
-type uploadSessions struct {
-	mu      sync.Mutex
-	s       map[string]*uploadSession
-	release chan struct{}
-}
-
-type uploadSession struct {
-	got      []byte
-	complete bool
-	cut      bool
-}
-
-func (u *uploadSessions) cutFirst(path string) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.s[path] = &uploadSession{cut: true}
-}
-
-func (u *uploadSessions) file(path string) ([]byte, bool) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	s := u.s[path]
-	if s == nil {
-		return nil, false
-	}
-	return bytes.Clone(s.got), s.complete
-}
-
-func (u *uploadSessions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPut || r.URL.Query().Get("sig") != "s3cr3t" {
-		http.Error(w, "bad request", http.StatusBadRequest)
-		return
-	}
-	u.mu.Lock()
-	s := u.s[r.URL.Path]
-	if s == nil {
-		s = &uploadSession{}
-		u.s[r.URL.Path] = s
-	}
-	u.mu.Unlock()
-	rng, _ := strings.CutPrefix(r.Header.Get("Content-Range"), "bytes ")
-	span, total, _ := strings.Cut(rng, "/")
-	n, err := strconv.Atoi(total)
-	if err != nil {
-		http.Error(w, "bad Content-Range", http.StatusBadRequest)
-		return
-	}
-	if span != "*" {
-		from, _, _ := strings.Cut(span, "-")
-		u.mu.Lock()
-		cut, at := s.cut, len(s.got)
-		s.cut = false
-		u.mu.Unlock()
-		if strconv.Itoa(at) != from {
-			http.Error(w, "chunk not where the session is", http.StatusBadRequest)
-			return
-		}
-		if cut {
-			half := make([]byte, r.ContentLength/2)
-			k, _ := io.ReadFull(r.Body, half)
-			u.mu.Lock()
-			s.got = append(s.got, half[:k]...)
-			u.mu.Unlock()
-			// Wait for release, or for the client to go: a handler that has
-			// not read the whole body does not see that in r.Context().
-			gone := make(chan struct{})
-			go func() {
-				if _, err := io.Copy(io.Discard, r.Body); err != nil {
-					close(gone)
-				}
-			}()
-			select {
-			case <-u.release:
-			case <-gone:
-			case <-r.Context().Done():
-			}
-			panic(http.ErrAbortHandler)
-		}
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			return
-		}
-		u.mu.Lock()
-		s.got = append(s.got, body...)
-		u.mu.Unlock()
-	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if len(s.got) == n {
-		s.complete = true
-		w.WriteHeader(http.StatusCreated)
-		return
-	}
-	if len(s.got) > 0 {
-		w.Header().Set("Range", fmt.Sprintf("bytes=0-%d", len(s.got)-1))
-	}
-	w.WriteHeader(http.StatusPermanentRedirect)
-}
 
 // exportEvents collects the "export" events the operator receives.
 type exportEvents struct {
@@ -186,7 +82,7 @@ func TestExportCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cam.Close()
-	up := &uploadSessions{s: map[string]*uploadSession{}, release: make(chan struct{})}
+	up := &exporttest.Server{Sig: "s3cr3t", Final: http.StatusCreated, Release: make(chan struct{})}
 	srv := httptest.NewTLSServer(up)
 	defer srv.Close()
 
@@ -247,7 +143,7 @@ func TestExportCommands(t *testing.T) {
 	}
 	decodes := func(path string) {
 		t.Helper()
-		got, complete := up.file(path)
+		got, complete := up.File(path)
 		if !complete || len(got) == 0 {
 			t.Fatalf("%s: %d bytes at the server, complete %v", path, len(got), complete)
 		}
@@ -269,14 +165,14 @@ func TestExportCommands(t *testing.T) {
 	// Export and clip: accepted, queued → uploading → done, through a cut.
 	for _, name := range []string{"export", "clip"} {
 		path := "/b/" + name + ".mp4"
-		up.cutFirst(path)
-		go func() { time.Sleep(200 * time.Millisecond); up.release <- struct{}{} }()
+		up.Inject(path, exporttest.Hang)
+		go func() { time.Sleep(200 * time.Millisecond); up.Release <- struct{}{} }()
 		if res := cmd(name, exportArgs(name+"-1", "door", path)); !res.OK {
 			t.Fatalf("%s command: %+v", name, res)
 		}
 		done := ev.wait(t, name+"-1", "done", 30*time.Second)
 		decodes(path)
-		got, _ := up.file(path)
+		got, _ := up.File(path)
 		if done.Attrs["bytes"] != strconv.Itoa(len(got)) || done.Attrs["camera"] != "door" || done.Attrs["command"] != name {
 			t.Errorf("done event %+v for %d bytes", done.Attrs, len(got))
 		}
@@ -298,7 +194,7 @@ func TestExportCommands(t *testing.T) {
 	ev.wait(t, "snap-1", "done", 30*time.Second)
 	decodes("/b/snap.mp4")
 	if _, err := exec.LookPath("ffprobe"); err == nil { // one GOP: one key frame
-		got, _ := up.file("/b/snap.mp4")
+		got, _ := up.File("/b/snap.mp4")
 		file := filepath.Join(t.TempDir(), "snap.mp4")
 		os.WriteFile(file, got, 0o600)
 		out, err := exec.Command("ffprobe", "-v", "error", "-select_streams", "v:0", "-skip_frame", "nokey",
@@ -335,7 +231,7 @@ func TestExportCommands(t *testing.T) {
 			t.Errorf("%s %v: %+v, want refused with %q", tc.name, tc.args["camera"], res, tc.want)
 		}
 	}
-	if got, _ := up.file("/b/x"); got != nil {
+	if got, _ := up.File("/b/x"); got != nil {
 		t.Error("a refused export reached the server")
 	}
 	entries, err := r.d.auditLog.Entries(0, 10000)
@@ -364,12 +260,12 @@ func TestExportCommands(t *testing.T) {
 	}
 
 	// Cancel: an upload stuck in its first chunk stops, and says so.
-	up.cutFirst("/b/cancel.mp4")
+	up.Inject("/b/cancel.mp4", exporttest.Hang)
 	if res := cmd("export", exportArgs("exp-c", "door", "/b/cancel.mp4")); !res.OK {
 		t.Fatalf("export: %+v", res)
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if got, _ := up.file("/b/cancel.mp4"); len(got) > 0 {
+		if got, _ := up.File("/b/cancel.mp4"); len(got) > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -383,18 +279,18 @@ func TestExportCommands(t *testing.T) {
 	if res := cmd("export.cancel", map[string]any{"id": "exp-c"}); res.OK || !strings.Contains(res.Error, "no such export") {
 		t.Errorf("second cancel: %+v", res)
 	}
-	if _, complete := up.file("/b/cancel.mp4"); complete {
+	if _, complete := up.File("/b/cancel.mp4"); complete {
 		t.Error("cancelled upload completed")
 	}
 
 	// Restart mid-upload: half of the first chunk arrives, then the daemon
 	// stops; started again, it finishes the job from the server's count.
-	up.cutFirst("/b/restart.mp4")
+	up.Inject("/b/restart.mp4", exporttest.Hang)
 	if res := cmd("export", exportArgs("exp-r", "door", "/b/restart.mp4")); !res.OK {
 		t.Fatalf("export: %+v", res)
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if got, _ := up.file("/b/restart.mp4"); len(got) > 0 {
+		if got, _ := up.File("/b/restart.mp4"); len(got) > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -403,12 +299,12 @@ func TestExportCommands(t *testing.T) {
 	}
 	r.stop(t)
 	stopped = true
-	half, _ := up.file("/b/restart.mp4")
+	half, _ := up.File("/b/restart.mp4")
 	r = start(t, o)
 	stopped = false
 	ev.wait(t, "exp-r", "done", 30*time.Second)
 	decodes("/b/restart.mp4")
-	got, _ := up.file("/b/restart.mp4")
+	got, _ := up.File("/b/restart.mp4")
 	if !bytes.HasPrefix(got, half) || len(got) <= len(half) {
 		t.Errorf("restart: %d bytes then %d", len(half), len(got))
 	}

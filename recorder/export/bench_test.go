@@ -50,7 +50,7 @@ func BenchmarkExport(b *testing.B) {
 	b.Run("export-upload", func(b *testing.B) {
 		b.SetBytes(size)
 		for i := range b.N {
-			rs := &resumable{}
+			rs := uploadServer()
 			srv := httptest.NewTLSServer(rs)
 			ev := &events{}
 			e := f.exporter(b, srv, &fakeClock{}, ev, io.Discard)
@@ -59,7 +59,7 @@ func BenchmarkExport(b *testing.B) {
 			go e.Run(ctx)
 			waitRunning(e)
 			if _, err := e.Submit("export", Request{ID: fmt.Sprint("b", i), Camera: "door", Start: start, Duration: dur,
-				URL: srv.URL + "/u?sig=secret"}, rt0); err != nil {
+				URL: srv.URL + clipPath + "?sig=secret"}, rt0); err != nil {
 				b.Fatal(err)
 			}
 			ev.wait(b, PhaseDone)

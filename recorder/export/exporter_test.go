@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -24,6 +23,7 @@ import (
 	"github.com/outpost-gw/outpost/internal/store"
 	"github.com/outpost-gw/outpost/internal/testutil/tools"
 	"github.com/outpost-gw/outpost/recorder"
+	"github.com/outpost-gw/outpost/recorder/export/exporttest"
 	"github.com/outpost-gw/outpost/recorder/index"
 	"github.com/outpost-gw/outpost/recorder/playback"
 	"github.com/outpost-gw/outpost/recorder/retention"
@@ -104,113 +104,10 @@ func newFixtureSize(t testing.TB, secs, width, height, gop int) *fixture {
 	return f
 }
 
-// resumable is an upload session server in the manner of GCS's resumable
-// uploads. cuts > 0 makes that many chunk PUTs die half-way: the server
-// keeps the bytes it read, then drops the connection.
-type resumable struct {
-	mu       sync.Mutex
-	got      []byte
-	complete bool
-	cuts     int
-	puts     int
-	hangs    int           // chunk PUTs that take half and then stall
-	applied  []int         // offsets of the chunks taken whole
-	gone     bool          // answer 410 from now on
-	block    chan struct{} // if set, chunk PUTs wait on it
-	badQuery bool
-}
+// clipPath is where request uploads (one session per test server).
+const clipPath = "/upload/clip.mp4"
 
-func (s *resumable) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPut || r.URL.Query().Get("sig") != "secret" {
-		http.Error(w, "bad request", http.StatusBadRequest)
-		return
-	}
-	if s.block != nil && r.ContentLength > 0 {
-		select {
-		case <-s.block:
-		case <-r.Context().Done():
-			return
-		}
-	}
-	s.mu.Lock()
-	hang := s.hangs > 0 && r.ContentLength > 0
-	if hang {
-		s.hangs--
-	}
-	s.mu.Unlock()
-	if hang { // take half the chunk, then neither read nor answer
-		part := make([]byte, r.ContentLength/2)
-		k, _ := io.ReadFull(r.Body, part)
-		s.mu.Lock()
-		s.puts++
-		s.got = append(s.got, part[:k]...)
-		s.mu.Unlock()
-		gone := make(chan struct{})
-		go func() {
-			if _, err := io.Copy(io.Discard, r.Body); err != nil {
-				close(gone)
-			}
-		}()
-		select {
-		case <-gone:
-		case <-r.Context().Done():
-		case <-time.After(10 * time.Second):
-		}
-		panic(http.ErrAbortHandler)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.puts++
-	if s.gone {
-		http.Error(w, "gone", http.StatusGone)
-		return
-	}
-	cr := r.Header.Get("Content-Range")
-	rng, ok := strings.CutPrefix(cr, "bytes ")
-	span, total, ok2 := strings.Cut(rng, "/")
-	n, err := strconv.Atoi(total)
-	if !ok || !ok2 || err != nil {
-		http.Error(w, "bad Content-Range "+cr, http.StatusBadRequest)
-		return
-	}
-	if span != "*" {
-		a, b, _ := strings.Cut(span, "-")
-		from, err1 := strconv.Atoi(a)
-		to, err2 := strconv.Atoi(b)
-		if err1 != nil || err2 != nil || from != len(s.got) || int64(to-from+1) != r.ContentLength {
-			http.Error(w, "bad chunk "+cr, http.StatusBadRequest)
-			return
-		}
-		if s.cuts > 0 {
-			s.cuts--
-			part := make([]byte, r.ContentLength/2)
-			k, _ := io.ReadFull(r.Body, part)
-			s.got = append(s.got, part[:k]...)
-			panic(http.ErrAbortHandler) // the connection drops mid-body
-		}
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			return
-		}
-		s.applied = append(s.applied, from)
-		s.got = append(s.got, body...)
-	}
-	if len(s.got) == n {
-		s.complete = true
-		w.WriteHeader(http.StatusOK)
-		return
-	}
-	if len(s.got) > 0 {
-		w.Header().Set("Range", fmt.Sprintf("bytes=0-%d", len(s.got)-1))
-	}
-	w.WriteHeader(http.StatusPermanentRedirect)
-}
-
-func (s *resumable) file() ([]byte, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.got), s.complete
-}
+func uploadServer() *exporttest.Server { return &exporttest.Server{Sig: "secret"} }
 
 // fakeClock returns at once and remembers the waits; its time is rt0 plus
 // the waits so far.
@@ -289,7 +186,7 @@ func (f *fixture) exporter(t testing.TB, srv *httptest.Server, clock Clock, ev *
 }
 
 func request(srv *httptest.Server, id string, from, dur time.Duration) Request {
-	return Request{ID: id, Camera: "door", Start: rt0.Add(from), Duration: dur, URL: srv.URL + "/upload/clip.mp4?upload_id=1&sig=secret"}
+	return Request{ID: id, Camera: "door", Start: rt0.Add(from), Duration: dur, URL: srv.URL + clipPath + "?upload_id=1&sig=secret"}
 }
 
 // TestExportResumes: an export whose connection is cut twice mid-chunk
@@ -297,7 +194,8 @@ func request(srv *httptest.Server, id string, from, dur time.Duration) Request {
 // byte for byte the clip playback makes, and ffmpeg decodes it.
 func TestExportResumes(t *testing.T) {
 	f := newFixture(t, 12)
-	rs := &resumable{cuts: 2}
+	rs := uploadServer()
+	rs.Inject("", exporttest.Drop, exporttest.Drop)
 	srv := httptest.NewTLSServer(rs)
 	defer srv.Close()
 	clock := &fakeClock{}
@@ -318,7 +216,7 @@ func TestExportResumes(t *testing.T) {
 		t.Errorf("same id again: %v, want ErrDuplicate", err)
 	}
 	done := ev.wait(t, PhaseDone)
-	got, complete := rs.file()
+	got, complete := rs.File(clipPath)
 	var want bytes.Buffer
 	if err := playback.Write(ctx, &want, f.root, f.recs, req.Start, req.Duration); err != nil {
 		t.Fatal(err)
@@ -347,7 +245,7 @@ func TestExportResumes(t *testing.T) {
 		t.Errorf("the log does not name the upload path:\n%s", logs.String())
 	}
 	logMu.Unlock()
-	t.Logf("%d bytes, %d PUTs, phases %v", len(got), rs.puts, ph)
+	t.Logf("%d bytes, %d PUTs, phases %v", len(got), rs.Puts(), ph)
 
 	tools.Need(t, "ffmpeg", "ffprobe")
 	file := filepath.Join(t.TempDir(), "got.mp4")
@@ -375,11 +273,11 @@ func waitRunning(e *Exporter) {
 // before anything is queued or sent.
 func TestPlainHTTPRefused(t *testing.T) {
 	f := newFixture(t, 4)
-	rs := &resumable{}
+	rs := uploadServer()
 	srv := httptest.NewServer(rs)
 	defer srv.Close()
 	e := &Exporter{Store: f.st, Index: f.ix, Root: f.root, Holds: &Holds{}}
-	req := Request{ID: "e", Camera: "door", Start: rt0, Duration: time.Second, URL: srv.URL + "/u?sig=secret"}
+	req := Request{ID: "e", Camera: "door", Start: rt0, Duration: time.Second, URL: srv.URL + clipPath + "?sig=secret"}
 	if _, err := e.Submit("export", req, rt0); !errors.Is(err, ErrURL) {
 		t.Errorf("Submit http: %v", err)
 	}
@@ -388,8 +286,8 @@ func TestPlainHTTPRefused(t *testing.T) {
 	if !errors.Is(err, ErrURL) {
 		t.Errorf("Upload http: %v", err)
 	}
-	if rs.puts != 0 {
-		t.Errorf("%d requests reached the plain server", rs.puts)
+	if rs.Puts() != 0 {
+		t.Errorf("%d requests reached the plain server", rs.Puts())
 	}
 	if jobs, _ := e.Load(); len(jobs) != 0 {
 		t.Errorf("jobs stored: %v", jobs)
@@ -400,7 +298,7 @@ func TestPlainHTTPRefused(t *testing.T) {
 // segments over (others go); once it is done they can go too.
 func TestHeldWhilePending(t *testing.T) {
 	f := newFixture(t, 16)
-	rs := &resumable{block: make(chan struct{})}
+	rs := &exporttest.Server{Sig: "secret", Block: make(chan struct{})}
 	srv := httptest.NewTLSServer(rs)
 	defer srv.Close()
 	ev := &events{}
@@ -425,7 +323,7 @@ func TestHeldWhilePending(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(f.root, left[0].File)); err != nil {
 		t.Fatalf("held file: %v", err)
 	}
-	close(rs.block)
+	close(rs.Block)
 	ev.wait(t, PhaseDone)
 	if res, _ := cl.Pass(); res.Deleted != 1 || res.Held != 0 {
 		t.Errorf("after the export: %+v", res)
@@ -437,7 +335,7 @@ func TestHeldWhilePending(t *testing.T) {
 // where the server is.
 func TestResumeAfterRestart(t *testing.T) {
 	f := newFixture(t, 8)
-	rs := &resumable{block: make(chan struct{})} // each chunk waits for a token
+	rs := &exporttest.Server{Sig: "secret", Block: make(chan struct{})} // each chunk waits for a token
 	srv := httptest.NewTLSServer(rs)
 	defer srv.Close()
 	ev := &events{}
@@ -450,17 +348,17 @@ func TestResumeAfterRestart(t *testing.T) {
 	if _, err := e.Submit("export", req, rt0); err != nil {
 		t.Fatal(err)
 	}
-	rs.block <- struct{}{} // two chunks, then the daemon stops
-	rs.block <- struct{}{}
+	rs.Block <- struct{}{} // two chunks, then the daemon stops
+	rs.Block <- struct{}{}
 	for {
-		if got, _ := rs.file(); len(got) == 32<<10 {
+		if got, _ := rs.File(clipPath); len(got) == 32<<10 {
 			break
 		}
 		time.Sleep(time.Millisecond)
 	}
 	cancel()
 	e.Wait()
-	if got, done := rs.file(); done || len(got) != 32<<10 {
+	if got, done := rs.File(clipPath); done || len(got) != 32<<10 {
 		t.Fatalf("server has %d bytes, done %v", len(got), done)
 	}
 
@@ -474,24 +372,20 @@ func TestResumeAfterRestart(t *testing.T) {
 	if !e2.Holds.Held("door", rt0, rt0.Add(time.Second)) {
 		t.Error("not held after Load")
 	}
-	rs.mu.Lock()
-	before := len(rs.applied)
-	rs.mu.Unlock()
-	close(rs.block)
+	before := len(rs.Applied(clipPath))
+	close(rs.Block)
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
 	go e2.Run(ctx2)
 	ev2.wait(t, PhaseDone)
-	got, _ := rs.file()
+	got, _ := rs.File(clipPath)
 	var want bytes.Buffer
 	playback.Write(ctx2, &want, f.root, f.recs, req.Start, req.Duration)
 	if !bytes.Equal(got, want.Bytes()) {
 		t.Fatalf("resumed upload: %d bytes, want the clip's %d", len(got), want.Len())
 	}
 	rest := (len(got) - 32<<10 + 16<<10 - 1) / (16 << 10)
-	rs.mu.Lock()
-	after := rs.applied[before:]
-	rs.mu.Unlock()
+	after := rs.Applied(clipPath)[before:]
 	if len(after) != rest || after[0] != 32<<10 {
 		t.Errorf("resumed with chunks at %v, want %d from 32768 (the rest)", after, rest)
 	}
@@ -503,12 +397,13 @@ func TestResumeAfterRestart(t *testing.T) {
 // TestUploadFailures: a session the server forgot fails at once (no
 // retries); a clip that changes between attempts never completes.
 func TestUploadFailures(t *testing.T) {
-	rs := &resumable{gone: true}
+	rs := uploadServer()
+	rs.SetGone()
 	srv := httptest.NewTLSServer(rs)
 	defer srv.Close()
 	clock := &fakeClock{}
 	up := &Uploader{Client: srv.Client(), ChunkSize: 4, Clock: clock}
-	url := srv.URL + "/u?sig=secret"
+	url := srv.URL + clipPath + "?sig=secret"
 	data := []byte("0123456789abcdef")
 	src := func(_ context.Context, w io.Writer) error { _, err := w.Write(data); return err }
 	n, sum, _ := Measure(context.Background(), src)
@@ -516,7 +411,8 @@ func TestUploadFailures(t *testing.T) {
 		t.Errorf("gone session: %v after %d waits", err, len(clock.waits))
 	}
 
-	rs2 := &resumable{cuts: 1}
+	rs2 := uploadServer()
+	rs2.Inject("", exporttest.Drop)
 	srv2 := httptest.NewTLSServer(rs2)
 	defer srv2.Close()
 	up.Client = srv2.Client()
@@ -531,7 +427,7 @@ func TestUploadFailures(t *testing.T) {
 		return err
 	}
 	err := up.Upload(context.Background(), Clip{URL: srv2.URL + "/u?sig=secret", Size: n, SHA256: sum, Source: changing})
-	if got, done := rs2.file(); !errors.Is(err, ErrChanged) || done || len(got) >= len(data) {
+	if got, done := rs2.File(clipPath); !errors.Is(err, ErrChanged) || done || len(got) >= len(data) {
 		t.Errorf("changed clip: %v; server has %q, complete %v", err, got, done)
 	}
 }
@@ -548,7 +444,7 @@ func TestBackoff(t *testing.T) {
 	up := &Uploader{Client: srv.Client(), Clock: clock, Backoff: time.Second, MaxBackoff: time.Minute, GiveUp: time.Hour}
 	src := func(_ context.Context, w io.Writer) error { _, err := w.Write([]byte("x")); return err }
 	n, sum, _ := Measure(context.Background(), src)
-	err := up.Upload(context.Background(), Clip{URL: srv.URL + "/u", Size: n, SHA256: sum, Source: src, Began: rt0})
+	err := up.Upload(context.Background(), Clip{URL: srv.URL + clipPath, Size: n, SHA256: sum, Source: src, Began: rt0})
 	if err == nil || !strings.Contains(err.Error(), "gave up") || !strings.Contains(err.Error(), "503") {
 		t.Fatalf("Upload: %v", err)
 	}
@@ -573,7 +469,8 @@ func TestBackoff(t *testing.T) {
 // TestStalledServer: a server that stops reading mid-chunk and never
 // answers is given up on after the stall timeout, and the upload resumes.
 func TestStalledServer(t *testing.T) {
-	rs := &resumable{hangs: 1}
+	rs := uploadServer()
+	rs.Inject("", exporttest.Hang)
 	srv := httptest.NewTLSServer(rs)
 	defer srv.Close()
 	clock := &fakeClock{}
@@ -584,10 +481,10 @@ func TestStalledServer(t *testing.T) {
 	src := func(_ context.Context, w io.Writer) error { _, err := w.Write(data); return err }
 	n, sum, _ := Measure(context.Background(), src)
 	began := time.Now()
-	if err := up.Upload(context.Background(), Clip{URL: srv.URL + "/u?sig=secret", Size: n, SHA256: sum, Source: src}); err != nil {
+	if err := up.Upload(context.Background(), Clip{URL: srv.URL + clipPath + "?sig=secret", Size: n, SHA256: sum, Source: src}); err != nil {
 		t.Fatal(err)
 	}
-	if got, done := rs.file(); !done || !bytes.Equal(got, data) {
+	if got, done := rs.File(clipPath); !done || !bytes.Equal(got, data) {
 		t.Fatalf("server has %d bytes, complete %v", len(got), done)
 	}
 	if len(clock.waits) != 1 {
@@ -634,11 +531,11 @@ func TestRedact(t *testing.T) {
 // is stuck uploading.
 func TestSnapshotBesideExport(t *testing.T) {
 	f := newFixture(t, 8)
-	slow := &resumable{block: make(chan struct{})}
+	slow := &exporttest.Server{Sig: "secret", Block: make(chan struct{})}
 	srvSlow := httptest.NewTLSServer(slow)
 	defer srvSlow.Close()
-	defer close(slow.block)
-	fast := &resumable{}
+	defer close(slow.Block)
+	fast := uploadServer()
 	srvFast := httptest.NewTLSServer(fast)
 	defer srvFast.Close()
 	pool := x509.NewCertPool()
@@ -661,7 +558,7 @@ func TestSnapshotBesideExport(t *testing.T) {
 	if done := ev.wait(t, PhaseDone); done.Job.ID != "snap" {
 		t.Errorf("done first: %s", done.Job.ID)
 	}
-	if _, complete := fast.file(); !complete {
+	if _, complete := fast.File(clipPath); !complete {
 		t.Error("snapshot not at the server")
 	}
 }
@@ -670,10 +567,10 @@ func TestSnapshotBesideExport(t *testing.T) {
 // as cancelled, out of the store and off hold; an unknown id is an error.
 func TestCancel(t *testing.T) {
 	f := newFixture(t, 8)
-	rs := &resumable{block: make(chan struct{})}
+	rs := &exporttest.Server{Sig: "secret", Block: make(chan struct{})}
 	srv := httptest.NewTLSServer(rs)
 	defer srv.Close()
-	defer close(rs.block)
+	defer close(rs.Block)
 	ev := &events{}
 	e := f.exporter(t, srv, &fakeClock{}, ev, io.Discard)
 	ctx, cancel := context.WithCancel(context.Background())
