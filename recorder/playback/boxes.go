@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/outpost-gw/outpost/recorder/segment"
 )
 
 // Bounds on what is read into memory at once, as segment's walker has them:
@@ -33,31 +35,18 @@ type box struct {
 
 func (b box) end() int64 { return b.off + b.size }
 
-// readHeader reads the box header at off; errStop if it is cut short, runs
-// past limit or is invalid (size 0, "to the end of the file", is refused).
+// readHeader reads the box header at off (segment.ReadBoxHeader); errStop
+// if it is cut short, runs past limit or is invalid (size 0, "to the end
+// of the file", is refused).
 func readHeader(r io.ReaderAt, off, limit int64) (box, error) {
-	var b [16]byte
-	if limit-off < 8 {
+	h, err := segment.ReadBoxHeader(r, off, limit)
+	if errors.Is(err, segment.ErrBoxCut) {
 		return box{}, errStop
 	}
-	n, err := r.ReadAt(b[:min(16, limit-off)], off)
-	if n < 8 {
-		if err != nil && !errors.Is(err, io.EOF) {
-			return box{}, err
-		}
-		return box{}, errStop
+	if err != nil {
+		return box{}, err
 	}
-	h := box{typ: string(b[4:8]), off: off, size: int64(binary.BigEndian.Uint32(b[:4])), hdr: 8}
-	if h.size == 1 {
-		if n < 16 || binary.BigEndian.Uint64(b[8:]) > 1<<62 {
-			return box{}, errStop
-		}
-		h.size, h.hdr = int64(binary.BigEndian.Uint64(b[8:])), 16
-	}
-	if h.size < h.hdr || h.size > limit-off {
-		return box{}, errStop
-	}
-	return h, nil
+	return box{typ: h.Type, off: h.Off, size: h.Size, hdr: h.Hdr}, nil
 }
 
 // readAll reads the bytes [off, end), which lie within the file.

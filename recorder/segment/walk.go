@@ -97,6 +97,23 @@ func readHeader(r io.ReaderAt, off, limit int64) (boxHeader, error) {
 	return h, nil
 }
 
+// BoxHeader is an ISO-BMFF box header as ReadBoxHeader reads it.
+type BoxHeader struct {
+	Type           string
+	Off, Size, Hdr int64 // Size includes the Hdr bytes of the header
+}
+
+// ErrBoxCut is ReadBoxHeader's answer for a box that is cut short, runs
+// past the limit or is invalid: the usable content ends before it.
+var ErrBoxCut = errStop
+
+// ReadBoxHeader reads the box header at off, within limit (the one reader
+// of box headers, for this package and for playback).
+func ReadBoxHeader(r io.ReaderAt, off, limit int64) (BoxHeader, error) {
+	h, err := readHeader(r, off, limit)
+	return BoxHeader{Type: h.typ, Off: h.off, Size: h.size, Hdr: h.hdr}, err
+}
+
 // readBox reads a whole box of at most maxSize bytes.
 func readBox(r io.ReaderAt, h boxHeader, maxSize int64) ([]byte, error) {
 	if h.size > maxSize {
