@@ -20,8 +20,8 @@ import (
 	"github.com/outpost-gw/outpost/internal/config"
 	"github.com/outpost-gw/outpost/internal/fleet"
 	"github.com/outpost-gw/outpost/internal/operator"
-	"github.com/outpost-gw/outpost/recorder/export/exporttest"
 	"github.com/outpost-gw/outpost/recorder/democam"
+	"github.com/outpost-gw/outpost/recorder/export/exporttest"
 )
 
 // uploadPath is where the clip goes on the upload server.
