@@ -327,18 +327,22 @@ func (in *Installer) fromDownloading(ctx context.Context, st State, m manifest.M
 		done <- err
 	}()
 	rec := &spotRecorder{w: pipe, spots: spotPlan(art.Length)}
+	var wb Writeback
 	if wbr, ok := in.Target.(Writebacker); ok {
-		if wb, err := wbr.Writeback("root"); err != nil {
+		var err error
+		if wb, err = wbr.Writeback("root"); err != nil {
 			in.log().Warn("ota: the slot is written back only at the end", "err", err)
 		} else {
 			rec.advance = wb.Advance
-			defer wb.Close()
 		}
 	}
 	ferr := fetch.Fetch(ctx, in.Client, art, rec, opts)
 	rec.done()
 	pipe.CloseWithError(ferr)
 	serr := <-done
+	if wb != nil {
+		wb.Close() // the stream has ended and gokrazy has synced the slot
+	}
 	if ferr != nil {
 		return in.fail(st, fmt.Errorf("fetch: %w", ferr))
 	}
